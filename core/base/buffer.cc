@@ -1,0 +1,47 @@
+#include "core/base/buffer.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+namespace geops {
+
+Buffer Buffer::Allocate(size_t size) {
+  if (size == 0) return Buffer();
+  size_t rounded = (size + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, rounded);
+  if (p == nullptr) throw std::bad_alloc();
+  std::memset(p, 0, size);
+  auto owner = std::make_shared<Owner>();
+  owner->release = [p] { std::free(p); };
+  return Buffer(std::move(owner), static_cast<std::byte*>(p), size);
+}
+
+Buffer Buffer::Wrap(void* data, size_t size, std::function<void()> release) {
+  auto owner = std::make_shared<Owner>();
+  owner->release = std::move(release);
+  return Buffer(std::move(owner), static_cast<std::byte*>(data), size);
+}
+
+Buffer Buffer::CopyOf(const void* data, size_t size) {
+  Buffer b = Allocate(size);
+  if (size > 0) std::memcpy(b.data(), data, size);
+  return b;
+}
+
+Buffer Buffer::Slice(size_t offset, size_t length) const {
+  offset = std::min(offset, size_);
+  length = std::min(length, size_ - offset);
+  return Buffer(owner_, data_ + offset, length);
+}
+
+const MemoryRegion* Buffer::region() const {
+  return owner_ ? owner_->region.get() : nullptr;
+}
+
+void Buffer::set_region(std::shared_ptr<const MemoryRegion> region) const {
+  if (owner_) owner_->region = std::move(region);
+}
+
+}  // namespace geops

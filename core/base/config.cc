@@ -1,0 +1,455 @@
+#include "core/base/config.h"
+
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace geops {
+namespace {
+
+absl::Status Bad(std::string_view name, std::string_view value, std::string_view expected) {
+  return absl::InvalidArgumentError(
+      absl::StrFormat("%s=\"%s\": expected %s", name, value, expected));
+}
+
+// A variable that is set to the empty string counts as unset, as in ps-lite.
+std::optional<std::string> Get(const EnvLookup& env, std::string_view name) {
+  auto v = env(name);
+  if (!v || v->empty()) return std::nullopt;
+  return std::string(absl::StripAsciiWhitespace(*v));
+}
+
+absl::StatusOr<int> GetInt(const EnvLookup& env, std::string_view name, int lo, int hi,
+                           std::optional<int> fallback, std::string_view why_needed) {
+  auto v = Get(env, name);
+  if (!v) {
+    if (fallback) return *fallback;
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s is not set: expected an integer in %d..%d (%s)", name, lo, hi,
+                        why_needed));
+  }
+  int out = 0;
+  if (!absl::SimpleAtoi(*v, &out) || out < lo || out > hi) {
+    return Bad(name, *v, absl::StrFormat("an integer in %d..%d", lo, hi));
+  }
+  return out;
+}
+
+absl::StatusOr<bool> GetBool(const EnvLookup& env, std::string_view name) {
+  auto v = Get(env, name);
+  if (!v) return false;
+  std::string s = absl::AsciiStrToLower(*v);
+  if (s == "1" || s == "true" || s == "yes") return true;
+  if (s == "0" || s == "false" || s == "no") return false;
+  return Bad(name, *v, "0 or 1");
+}
+
+absl::StatusOr<absl::Duration> GetSeconds(const EnvLookup& env, std::string_view name,
+                                          absl::Duration fallback) {
+  auto v = Get(env, name);
+  if (!v) return fallback;
+  double s = 0;
+  if (!absl::SimpleAtod(*v, &s) || !(s > 0) || s > 86400) {
+    return Bad(name, *v, "a number of seconds in (0, 86400]");
+  }
+  return absl::Seconds(s);
+}
+
+bool Resolves(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  addrinfo* res = nullptr;
+  int rc = getaddrinfo(host.c_str(), nullptr, &hints, &res);
+  if (res) freeaddrinfo(res);
+  return rc == 0;
+}
+
+absl::StatusOr<std::string> ResolveIPv4(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(host.c_str(), nullptr, &hints, &res) != 0 || res == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot resolve host \"", host, "\""));
+  }
+  char buf[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_addr, buf, sizeof(buf));
+  freeaddrinfo(res);
+  return std::string(buf);
+}
+
+// The local address the kernel routes from towards `host` (a UDP connect
+// sends nothing; it only selects a route).
+absl::StatusOr<std::string> RouteSourceAddress(const std::string& host) {
+  auto ip = ResolveIPv4(host);
+  if (!ip.ok()) return ip.status();
+  if (ip->rfind("127.", 0) == 0) return std::string("127.0.0.1");
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd < 0) return absl::InternalError("socket() failed");
+  sockaddr_in dst{};
+  dst.sin_family = AF_INET;
+  dst.sin_port = htons(9);
+  inet_pton(AF_INET, ip->c_str(), &dst.sin_addr);
+  sockaddr_in src{};
+  socklen_t len = sizeof(src);
+  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&dst), sizeof(dst)) == 0 &&
+            getsockname(fd, reinterpret_cast<sockaddr*>(&src), &len) == 0;
+  close(fd);
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "no route to the scheduler at ", *ip,
+        ": set DMLC_NODE_HOST or DMLC_INTERFACE to this node's address"));
+  }
+  char buf[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &src.sin_addr, buf, sizeof(buf));
+  return std::string(buf);
+}
+
+absl::StatusOr<std::string> InterfaceAddress(const std::string& ifname) {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return absl::InternalError("getifaddrs failed");
+  std::string found;
+  std::string names;
+  for (ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
+    if (a->ifa_addr == nullptr || a->ifa_addr->sa_family != AF_INET) continue;
+    absl::StrAppend(&names, names.empty() ? "" : ", ", a->ifa_name);
+    if (ifname == a->ifa_name && found.empty()) {
+      char buf[INET_ADDRSTRLEN];
+      auto* sin = reinterpret_cast<sockaddr_in*>(a->ifa_addr);
+      inet_ntop(AF_INET, &sin->sin_addr, buf, sizeof(buf));
+      found = buf;
+    }
+  }
+  freeifaddrs(list);
+  if (found.empty()) {
+    return Bad("DMLC_INTERFACE", ifname,
+               absl::StrCat("a network interface with an IPv4 address (have: ", names, ")"));
+  }
+  return found;
+}
+
+absl::StatusOr<TierConfig> ParseTier(const EnvLookup& env, bool global, bool counts_fallback,
+                                     const std::string& who) {
+  const char* uri = global ? "DMLC_PS_GLOBAL_ROOT_URI" : "DMLC_PS_ROOT_URI";
+  const char* port = global ? "DMLC_PS_GLOBAL_ROOT_PORT" : "DMLC_PS_ROOT_PORT";
+  const char* nserver = global ? "DMLC_NUM_GLOBAL_SERVER" : "DMLC_NUM_SERVER";
+  const char* nworker = global ? "DMLC_NUM_GLOBAL_WORKER" : "DMLC_NUM_WORKER";
+  TierConfig t;
+  auto host = Get(env, uri);
+  if (!host) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s is not set: expected the IP or host name of the %s scheduler (needed by %s)", uri,
+        global ? "global" : "local", who));
+  }
+  if (!Resolves(*host)) return Bad(uri, *host, "an IPv4 address or a resolvable host name");
+  t.scheduler_host = *host;
+  auto p = GetInt(env, port, 1, 65535, std::nullopt,
+                  absl::StrCat("the ", global ? "global" : "local", " scheduler's port, needed by ",
+                               who));
+  if (!p.ok()) return p.status();
+  t.scheduler_port = *p;
+  // The seed lets the global scheduler read its counts from DMLC_NUM_SERVER /
+  // DMLC_NUM_WORKER; the global names win when both are set.
+  std::optional<int> fs, fw;
+  if (counts_fallback) {
+    auto s = GetInt(env, "DMLC_NUM_SERVER", 1, 1 << 16, 0, "");
+    auto w = GetInt(env, "DMLC_NUM_WORKER", 1, 1 << 16, 0, "");
+    if (!s.ok()) return s.status();
+    if (!w.ok()) return w.status();
+    if (*s > 0) fs = *s;
+    if (*w > 0) fw = *w;
+  }
+  auto s = GetInt(env, nserver, 1, 1 << 16, fs, absl::StrCat("needed by ", who));
+  if (!s.ok()) return s.status();
+  auto w = GetInt(env, nworker, 1, 1 << 16, fw, absl::StrCat("needed by ", who));
+  if (!w.ok()) return w.status();
+  t.num_servers = *s;
+  t.num_workers = *w;
+  return t;
+}
+
+}  // namespace
+
+std::string_view RoleName(Role r) {
+  switch (r) {
+    case Role::kScheduler: return "scheduler";
+    case Role::kServer: return "server";
+    case Role::kWorker: return "worker";
+  }
+  return "?";
+}
+
+std::string_view GlobalRoleName(GlobalRole r) {
+  switch (r) {
+    case GlobalRole::kNone: return "none";
+    case GlobalRole::kGlobalScheduler: return "global_scheduler";
+    case GlobalRole::kGlobalServer: return "global_server";
+    case GlobalRole::kWorker: return "worker";
+  }
+  return "?";
+}
+
+std::string Config::Describe() const {
+  if (!role) return "global_scheduler";
+  std::string s(RoleName(*role));
+  if (master_worker) s = "master_worker";
+  if (global_role == GlobalRole::kGlobalServer) s = "global_server";
+  if (global_role == GlobalRole::kWorker) s += "+global_worker";
+  return s;
+}
+
+EnvLookup ProcessEnv() {
+  return [](std::string_view name) -> std::optional<std::string> {
+    const char* v = std::getenv(std::string(name).c_str());
+    if (v == nullptr) return std::nullopt;
+    return std::string(v);
+  };
+}
+
+absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
+  Config c;
+  auto role = Get(env, "DMLC_ROLE");
+  auto grole = Get(env, "DMLC_ROLE_GLOBAL");
+
+  if (grole) {
+    std::string g = absl::AsciiStrToLower(*grole);
+    if (g == "global_scheduler") c.global_role = GlobalRole::kGlobalScheduler;
+    else if (g == "global_server") c.global_role = GlobalRole::kGlobalServer;
+    else if (g == "worker" || g == "global_worker") c.global_role = GlobalRole::kWorker;
+    else return Bad("DMLC_ROLE_GLOBAL", *grole, "one of global_scheduler, global_server, worker");
+  }
+
+  if (role) {
+    std::string r = absl::AsciiStrToLower(*role);
+    if (r == "scheduler") c.role = Role::kScheduler;
+    else if (r == "server") c.role = Role::kServer;
+    else if (r == "worker") c.role = Role::kWorker;
+    else if (r == "global_scheduler" && c.global_role != GlobalRole::kGlobalServer &&
+             c.global_role != GlobalRole::kWorker) {
+      c.global_role = GlobalRole::kGlobalScheduler;
+    } else {
+      return Bad("DMLC_ROLE", *role, "one of scheduler, server, worker");
+    }
+  } else if (c.global_role != GlobalRole::kGlobalScheduler) {
+    return absl::InvalidArgumentError(
+        "DMLC_ROLE is not set: expected one of scheduler, server, worker "
+        "(or DMLC_ROLE_GLOBAL=global_scheduler)");
+  }
+
+  // Cross-checks between the two roles.
+  if (c.global_role == GlobalRole::kGlobalServer && c.role != Role::kServer) {
+    return Bad("DMLC_ROLE", role.value_or(""),
+               "server when DMLC_ROLE_GLOBAL=global_server (a global server is also a server "
+               "of the central party)");
+  }
+  if (c.global_role == GlobalRole::kWorker && c.role != Role::kServer) {
+    return Bad("DMLC_ROLE", role.value_or(""),
+               "server when DMLC_ROLE_GLOBAL=worker (a party's local server is the global "
+               "tier's worker)");
+  }
+  if (c.global_role == GlobalRole::kGlobalScheduler && c.role) {
+    return Bad("DMLC_ROLE", *role,
+               "unset (or global_scheduler) when DMLC_ROLE_GLOBAL=global_scheduler: run the "
+               "party's scheduler as a process of its own");
+  }
+
+  auto master = GetBool(env, "DMLC_ROLE_MASTER_WORKER");
+  if (!master.ok()) return master.status();
+  c.master_worker = *master;
+  if (c.master_worker && c.role != Role::kWorker) {
+    return Bad("DMLC_ROLE", role.value_or(""), "worker when DMLC_ROLE_MASTER_WORKER=1");
+  }
+
+  // A party's server joins the global tier when a global scheduler is named,
+  // even without DMLC_ROLE_GLOBAL (GeoMX launch scripts leave it unset).
+  if (c.role == Role::kServer && c.global_role == GlobalRole::kNone &&
+      Get(env, "DMLC_PS_GLOBAL_ROOT_URI")) {
+    c.global_role = GlobalRole::kWorker;
+  }
+
+  auto verbose = GetInt(env, "PS_VERBOSE", 0, 2, 0, "");
+  if (!verbose.ok()) return verbose.status();
+  c.verbose = *verbose;
+
+  auto central = GetBool(env, "DMLC_ENABLE_CENTRAL_WORKER");
+  if (!central.ok()) return central.status();
+  c.enable_central_worker = *central;
+
+  auto all = GetInt(env, "DMLC_NUM_ALL_WORKER", 1, 1 << 20, 0, "");
+  if (!all.ok()) return all.status();
+  c.num_all_workers = *all;
+
+  std::string who = c.Describe();
+  if (c.role) {
+    auto t = ParseTier(env, /*global=*/false, /*counts_fallback=*/false, who);
+    if (!t.ok()) return t.status();
+    c.local = *t;
+    if (c.num_all_workers > 0 && c.role == Role::kWorker && !c.master_worker &&
+        c.num_all_workers < c.local->num_workers) {
+      return Bad("DMLC_NUM_ALL_WORKER", absl::StrCat(c.num_all_workers),
+                 absl::StrFormat("at least DMLC_NUM_WORKER (%d): it counts every training "
+                                 "worker of the cluster",
+                                 c.local->num_workers));
+    }
+  }
+  if (c.in_global_tier()) {
+    auto t = ParseTier(env, /*global=*/true,
+                       /*counts_fallback=*/c.global_role == GlobalRole::kGlobalScheduler, who);
+    if (!t.ok()) return t.status();
+    c.global = *t;
+  }
+
+  auto node_host = Get(env, "DMLC_NODE_HOST");
+  auto iface = Get(env, "DMLC_INTERFACE");
+  if (node_host) {
+    in_addr a{};
+    if (inet_pton(AF_INET, node_host->c_str(), &a) != 1) {
+      return Bad("DMLC_NODE_HOST", *node_host, "an IPv4 address of this host");
+    }
+    c.node_host = *node_host;
+  } else if (iface) {
+    auto addr = InterfaceAddress(*iface);
+    if (!addr.ok()) return addr.status();
+    c.node_host = *addr;
+  } else {
+    // Without a hint, use the source address the kernel would pick to reach
+    // our scheduler: loopback clusters stay on 127.0.0.1 and multi-host ones
+    // advertise the interface that actually routes to the scheduler.
+    const TierConfig& t = c.local ? *c.local : *c.global;
+    auto addr = RouteSourceAddress(t.scheduler_host);
+    if (!addr.ok()) return addr.status();
+    c.node_host = *addr;
+  }
+  if (c.role == Role::kScheduler || c.global_role == GlobalRole::kGlobalScheduler) {
+    // A scheduler listens where DMLC_PS_(GLOBAL_)ROOT_URI says it does.
+    const TierConfig& t = c.local ? *c.local : *c.global;
+    auto addr = ResolveIPv4(t.scheduler_host);
+    if (!addr.ok()) return addr.status();
+    c.node_host = *addr;
+  }
+
+  auto port = GetInt(env, "PORT", 0, 65535, 0, "");
+  if (!port.ok()) return port.status();
+  c.port = *port;
+
+  for (const char* name : {"DMLC_PS_VAN_TYPE", "DMLC_ENABLE_RDMA"}) {
+    auto v = Get(env, name);
+    if (!v) continue;
+    std::string s = absl::AsciiStrToLower(*v);
+    bool is_van = std::string_view(name) == "DMLC_PS_VAN_TYPE";
+    if (s == "ibverbs" || (!is_van && (s == "1" || s == "true"))) {
+      c.local_van = VanType::kRdma;
+    } else if (!(s == "zmq" || s == "tcp" || (!is_van && (s == "0" || s == "false")))) {
+      return Bad(name, *v, is_van ? "zmq or ibverbs" : "0, 1 or ibverbs");
+    }
+  }
+
+  auto hb = GetSeconds(env, "PS_HEARTBEAT_INTERVAL", c.heartbeat_interval);
+  if (!hb.ok()) return hb.status();
+  c.heartbeat_interval = *hb;
+  auto hbt = GetSeconds(env, "PS_HEARTBEAT_TIMEOUT", c.heartbeat_timeout);
+  if (!hbt.ok()) return hbt.status();
+  c.heartbeat_timeout = *hbt;
+  if (c.heartbeat_timeout < 2 * c.heartbeat_interval) {
+    return Bad("PS_HEARTBEAT_TIMEOUT", absl::FormatDuration(c.heartbeat_timeout),
+               absl::StrCat("at least twice PS_HEARTBEAT_INTERVAL (",
+                            absl::FormatDuration(c.heartbeat_interval), ")"));
+  }
+  auto st = GetSeconds(env, "GEOPS_STARTUP_TIMEOUT", c.startup_timeout);
+  if (!st.ok()) return st.status();
+  c.startup_timeout = *st;
+  return c;
+}
+
+std::string ConfigHelp() {
+  return R"(geops: a two-tier parameter server (GeoMX / ps-lite compatible).
+
+usage: geops [--help]
+  The role and the whole topology come from the environment, exactly as for
+  GeoMX and ps-lite. A worker role runs the built-in synthetic trainer; a
+  training program links libgeops and uses geops::KVWorker instead.
+
+Roles
+  DMLC_ROLE                 scheduler | server | worker: the role in the party
+                            (local tier). Unset only for the global scheduler.
+  DMLC_ROLE_GLOBAL          global_scheduler | global_server | worker: the role
+                            in the global tier. global_server needs
+                            DMLC_ROLE=server. A server with a global scheduler
+                            address is a global-tier worker even when unset.
+  DMLC_ROLE_MASTER_WORKER   1: this worker (DMLC_ROLE=worker) is the master
+                            worker: it sets the update rule and pushes the
+                            initial parameters. Default 0.
+
+Local tier (one per party)
+  DMLC_PS_ROOT_URI          IP or host name of the party's scheduler.
+  DMLC_PS_ROOT_PORT         its port, 1..65535.
+  DMLC_NUM_SERVER           servers registered with that scheduler (>= 1).
+                            In the central party these are the global servers.
+  DMLC_NUM_WORKER           workers registered with that scheduler (>= 1).
+
+Global tier
+  DMLC_PS_GLOBAL_ROOT_URI   IP or host name of the global scheduler.
+  DMLC_PS_GLOBAL_ROOT_PORT  its port, 1..65535.
+  DMLC_NUM_GLOBAL_SERVER    global servers (>= 1). The global scheduler falls
+                            back to DMLC_NUM_SERVER when unset.
+  DMLC_NUM_GLOBAL_WORKER    global-tier workers, i.e. the local servers of all
+                            parties (>= 1); falls back to DMLC_NUM_WORKER for
+                            the global scheduler.
+
+Training
+  DMLC_NUM_ALL_WORKER       training workers in the whole cluster (optional;
+                            checked by the global servers when given).
+  DMLC_ENABLE_CENTRAL_WORKER 1: the central party's workers (the master worker
+                            included) train and contribute every round.
+                            Default 0: the master worker only initialises.
+
+Networking
+  DMLC_NODE_HOST            IPv4 address this node listens on and advertises.
+  DMLC_INTERFACE            network interface whose IPv4 address to use
+                            (when DMLC_NODE_HOST is unset). Default 127.0.0.1.
+  PORT                      this node's local-tier listening port; 0 or unset
+                            picks an ephemeral one.
+  DMLC_PS_VAN_TYPE          zmq (default) | ibverbs: transport of the local tier.
+  DMLC_ENABLE_RDMA          0 | 1 | ibverbs: same as DMLC_PS_VAN_TYPE=ibverbs.
+                            The global tier always runs over TCP.
+
+Liveness
+  PS_HEARTBEAT_INTERVAL     seconds between heartbeats (default 1).
+  PS_HEARTBEAT_TIMEOUT      seconds of silence after which a peer is declared
+                            dead and the cluster stops with an error naming it
+                            (default 15; at least twice the interval).
+  GEOPS_STARTUP_TIMEOUT     seconds a scheduler waits for every node to
+                            register, and a node for its scheduler (default 300).
+
+Logging
+  PS_VERBOSE                0 | 1 | 2: 1 logs connections (ids, roles,
+                            addresses), 2 also every message.
+
+Built-in trainer (DMLC_ROLE=worker)
+  GEOPS_ROUNDS              synchronous rounds to run (default 10).
+  GEOPS_KEY_SIZES           comma-separated element counts, one key each
+                            (default 262144,262144,131072: about 2.5 MB).
+  GEOPS_DTYPE               float32 | float64 | int32 | int64 (default float32).
+  GEOPS_RULE                sum | sgd: update rule the master worker sets
+                            (default sum).
+  GEOPS_LR                  learning rate of sgd (default 0.5).
+  GEOPS_PROGRESS            1: print a line per round (default 1).
+
+Exit status: 0 on an orderly shutdown, 1 on a runtime failure (dead peer,
+wrong result), 2 on a configuration error.
+)";
+}
+
+}  // namespace geops

@@ -1,0 +1,71 @@
+// Config: the DMLC_* environment of GeoMX / ps-lite, parsed once into types.
+//
+// Every check happens here, at start-up, so that a bad launch script fails
+// in the first millisecond with one line naming the variable, its value and
+// what was expected, instead of hanging at registration.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace geops {
+
+enum class Role { kScheduler, kServer, kWorker };
+// The role a process plays in the global (cross-data-centre) tier.
+// kWorker is a party's local server acting as a client of the global servers.
+enum class GlobalRole { kNone, kGlobalScheduler, kGlobalServer, kWorker };
+enum class VanType { kTcp, kRdma };
+
+std::string_view RoleName(Role r);
+std::string_view GlobalRoleName(GlobalRole r);
+
+// Where one tier's scheduler is and how many nodes it waits for.
+struct TierConfig {
+  std::string scheduler_host;  // as given (IP or host name)
+  int scheduler_port = 0;
+  int num_servers = 0;
+  int num_workers = 0;
+};
+
+struct Config {
+  // Local-tier role; empty for a process that is only the global scheduler.
+  std::optional<Role> role;
+  GlobalRole global_role = GlobalRole::kNone;
+  bool master_worker = false;
+  std::optional<TierConfig> local;
+  std::optional<TierConfig> global;
+  int num_all_workers = 0;  // 0: not given
+  bool enable_central_worker = false;
+  int verbose = 0;
+  // Address this node listens on and advertises.
+  std::string node_host = "127.0.0.1";
+  int port = 0;  // 0: ephemeral
+  VanType local_van = VanType::kTcp;
+  absl::Duration heartbeat_interval = absl::Seconds(1);
+  absl::Duration heartbeat_timeout = absl::Seconds(15);
+  absl::Duration startup_timeout = absl::Seconds(300);
+
+  bool in_local_tier() const { return role.has_value(); }
+  bool in_global_tier() const { return global_role != GlobalRole::kNone; }
+  // A one-line description for logs, e.g. "server+global_server".
+  std::string Describe() const;
+};
+
+using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;
+
+// Reads the process environment.
+EnvLookup ProcessEnv();
+
+// Parses and cross-checks every variable; InvalidArgument names the first
+// offending variable as `NAME="value": expected ...`.
+absl::StatusOr<Config> ParseConfig(const EnvLookup& env);
+
+// The text of `geops --help`: every variable, its meaning and its default.
+std::string ConfigHelp();
+
+}  // namespace geops

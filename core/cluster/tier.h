@@ -1,0 +1,146 @@
+// Tier: membership of one process in one tier (a party's local tier, or
+// the global tier). It owns that tier's transport and runs registration,
+// id assignment, the node-table broadcast, barriers, heartbeats and the
+// orderly-shutdown / abort protocol. A process in both tiers (a party's
+// server, a global server) simply holds two Tiers.
+//
+// The scheduler of a tier is a Tier too, with role kScheduler.
+#pragma once
+
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/base/config.h"
+#include "core/wire/control.h"
+#include "core/wire/message.h"
+#include "transport/transport.h"
+
+namespace geops {
+
+struct TierOptions {
+  std::string name = "local";      // for logs: "local" or "global"
+  TierRole role = TierRole::kWorker;
+  TierConfig cluster;               // where the scheduler is, how many nodes
+  std::string host = "127.0.0.1";  // where this node listens (not schedulers)
+  int port = 0;
+  NodeInfo self;                    // party, rank_hint, master, trains
+  VanType van = VanType::kTcp;
+  absl::Duration heartbeat_interval = absl::Seconds(1);
+  absl::Duration heartbeat_timeout = absl::Seconds(15);
+  absl::Duration startup_timeout = absl::Seconds(300);
+};
+
+class Tier {
+ public:
+  using DataHandler = std::function<void(Message&&)>;
+  using AbortHandler = std::function<void(const std::string& reason)>;
+
+  static absl::StatusOr<std::unique_ptr<Tier>> Create(TierOptions options);
+  ~Tier();
+  Tier(const Tier&) = delete;
+  Tier& operator=(const Tier&) = delete;
+
+  // Called on the receive thread for every DATA / SET_RULE message, and
+  // (within a poll slice) once after the first abort. Set both before Start().
+  void set_data_handler(DataHandler h) { data_handler_ = std::move(h); }
+  void add_abort_handler(AbortHandler h) { abort_handlers_.push_back(std::move(h)); }
+
+  // This node's registration record; adjust before Start().
+  NodeInfo& mutable_self() { return options_.self; }
+
+  // Node: listen, register and wait for the node table. Scheduler: listen
+  // and return; registration completes on the receive thread.
+  absl::Status Start();
+
+  // Blocks until every live member of `group` (bit mask of group::*) has
+  // entered the same barrier.
+  absl::Status Barrier(uint32_t group_mask);
+
+  // Sends to msg.header.recipient; fills in the sender.
+  absl::Status Send(Message msg);
+
+  // Server: blocks until the scheduler says every worker has exited.
+  absl::Status WaitTerminate();
+  // Node: leave the tier (EXIT, then wait for the scheduler's ack).
+  absl::Status Finalize();
+  // Scheduler: blocks until every node has exited (OK) or the tier aborted.
+  absl::Status WaitDone();
+
+  // Stops the whole tier: every node's abort handler runs with `reason`.
+  void Abort(const std::string& reason);
+  // OK, or the abort that stopped this tier.
+  absl::Status health() const;
+
+  int my_id() const { return my_id_; }
+  int my_rank() const { return my_rank_; }
+  const std::string& name() const { return options_.name; }
+  // The node table (valid after Start(); fixed from then on).
+  const std::vector<NodeInfo>& nodes() const { return nodes_; }
+  std::vector<NodeInfo> Members(TierRole role) const;
+  const NodeInfo* Find(int id) const;
+  const TransportStats& stats() const { return transport_->stats(); }
+  Transport& transport() { return *transport_; }
+
+ private:
+  Tier(TierOptions options, std::unique_ptr<Transport> transport);
+
+  void ReceiveLoop();
+  void HeartbeatLoop();
+  void Handle(Message&& msg);
+  void HandleAsNode(Message&& msg);
+  void HandleAsScheduler(Message&& msg);
+  void SchedulerTick();
+  void AssignIds();
+  void ReleaseBarriersLocked();
+  void BroadcastLocked(Command cmd, const Buffer& body, uint32_t group_mask);
+  void SendControl(int to, Command cmd, Buffer body = Buffer());
+  void FailLocked(const std::string& reason, bool broadcast);
+  void NotifyAbortOnce();
+  bool IsLive(const NodeInfo& n) const;
+  std::string Describe(int id) const;
+
+  TierOptions options_;
+  std::unique_ptr<Transport> transport_;
+  DataHandler data_handler_;
+  std::vector<AbortHandler> abort_handlers_;
+
+  int my_id_ = 0;
+  int my_rank_ = -1;
+  std::vector<NodeInfo> nodes_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool table_ready_ = false;
+  bool terminated_ = false;      // TERMINATE received (servers)
+  bool exit_acked_ = false;      // SHUTDOWN received after our EXIT
+  bool done_ = false;            // scheduler: everyone exited
+  absl::Status health_;          // first abort
+  bool abort_notified_ = false;
+  uint64_t barrier_generation_ = 0;
+  std::vector<Message> early_data_;  // data that beat the node table here
+
+  // Scheduler state.
+  std::vector<NodeInfo> pending_;    // registrations before the table
+  std::map<int, absl::Time> last_seen_;
+  std::map<int, bool> exited_;
+  std::map<uint32_t, std::vector<int>> barrier_waiting_;
+  bool terminate_sent_ = false;
+  absl::Time started_at_;
+  absl::Time last_heard_scheduler_;
+
+  std::thread receiver_;
+  std::thread heartbeat_;
+  std::atomic<bool> stopping_{false};
+};
+
+}  // namespace geops

@@ -1,0 +1,76 @@
+// Element-wise arithmetic on typed byte buffers. Inputs may be unaligned
+// (ZeroMQ hands out frames at arbitrary offsets), so elements are loaded
+// with memcpy, which compiles to plain unaligned loads on x86.
+#pragma once
+
+#include <cstring>
+#include <type_traits>
+
+#include "absl/status/status.h"
+#include "core/base/buffer.h"
+#include "core/wire/message.h"
+
+namespace geops {
+
+template <typename F>
+auto VisitDType(DType d, F&& f) {
+  switch (d) {
+    case DType::kFloat64: return f(double{});
+    case DType::kInt32: return f(int32_t{});
+    case DType::kInt64: return f(int64_t{});
+    case DType::kFloat32:
+    case DType::kNone: break;
+  }
+  return f(float{});
+}
+
+template <typename T>
+T LoadAt(const std::byte* base, size_t i) {
+  T v;
+  std::memcpy(&v, base + i * sizeof(T), sizeof(T));
+  return v;
+}
+template <typename T>
+void StoreAt(std::byte* base, size_t i, T v) {
+  std::memcpy(base + i * sizeof(T), &v, sizeof(T));
+}
+
+// Integers wrap instead of overflowing into undefined behaviour.
+template <typename T>
+T WrappingAdd(T a, T b) {
+  if constexpr (std::is_integral_v<T>) {
+    using U = std::make_unsigned_t<T>;
+    return static_cast<T>(static_cast<U>(a) + static_cast<U>(b));
+  } else {
+    return a + b;
+  }
+}
+
+// acc += add, element-wise. Sizes must match (checked by the caller).
+inline void AddInto(DType d, const Buffer& acc, const Buffer& add) {
+  VisitDType(d, [&](auto zero) {
+    using T = decltype(zero);
+    size_t n = acc.size() / sizeof(T);
+    for (size_t i = 0; i < n; ++i) {
+      StoreAt<T>(acc.data(), i, WrappingAdd(LoadAt<T>(acc.data(), i), LoadAt<T>(add.data(), i)));
+    }
+  });
+}
+
+// grad := weights - lr * grad, in place in `grad` (which the caller owns).
+inline absl::Status ApplySgd(DType d, double lr, const Buffer& weights, const Buffer& grad) {
+  if (d != DType::kFloat32 && d != DType::kFloat64) {
+    return absl::InvalidArgumentError("the sgd rule needs float32 or float64 values");
+  }
+  VisitDType(d, [&](auto zero) {
+    using T = decltype(zero);
+    const T rate = static_cast<T>(lr);
+    size_t n = grad.size() / sizeof(T);
+    for (size_t i = 0; i < n; ++i) {
+      StoreAt<T>(grad.data(), i, LoadAt<T>(weights.data(), i) - rate * LoadAt<T>(grad.data(), i));
+    }
+  });
+  return absl::OkStatus();
+}
+
+}  // namespace geops

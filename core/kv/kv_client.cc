@@ -1,0 +1,213 @@
+#include "core/kv/kv_client.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "core/base/log.h"
+#include "core/kv/partition.h"
+
+namespace geops {
+
+KVClient::KVClient(Tier& tier) : tier_(tier) {
+  tier_.set_data_handler([this](Message&& m) { OnMessage(std::move(m)); });
+  tier_.add_abort_handler([this](const std::string& reason) {
+    Fail(absl::AbortedError(reason));
+  });
+}
+
+int KVClient::Begin(std::vector<Key> keys, Completion done, int messages) {
+  std::lock_guard<std::mutex> lock(mu_);
+  int ts = next_ts_++;
+  Pending& p = pending_[ts];
+  p.outstanding = messages;
+  p.status = failed_;
+  p.values.resize(keys.size());
+  p.keys = std::move(keys);
+  p.done = std::move(done);
+  return ts;
+}
+
+int KVClient::Reject(absl::Status status, Completion done) {
+  int ts = Begin({}, std::move(done), 0);
+  std::unique_lock<std::mutex> lock(mu_);
+  Pending& p = pending_[ts];
+  if (p.status.ok()) p.status = std::move(status);
+  Finish(ts, lock);
+  return ts;
+}
+
+int KVClient::Submit(Request req, Completion done) {
+  const size_t n = req.keys.size();
+  std::vector<Key> keys(req.keys.begin(), req.keys.end());
+  auto fail_now = [&](absl::Status s) { return Reject(std::move(s), std::move(done)); };
+  if (n == 0) return fail_now(absl::InvalidArgumentError("a request needs at least one key"));
+  if (req.rounds.size() != n) return fail_now(absl::InvalidArgumentError("one round per key"));
+  if (!req.values.empty() && req.values.size() != n) {
+    return fail_now(absl::InvalidArgumentError(
+        absl::StrFormat("%d keys but %d values", n, req.values.size())));
+  }
+  for (size_t i = 1; i < n; ++i) {
+    if (req.keys[i] <= req.keys[i - 1]) {
+      return fail_now(absl::InvalidArgumentError("keys must be strictly increasing"));
+    }
+  }
+  std::vector<NodeInfo> servers = tier_.Members(TierRole::kServer);
+  if (servers.empty()) return fail_now(absl::FailedPreconditionError("no servers in the tier"));
+
+  // Group the keys into one message per (server, round); keys are sorted,
+  // so a server's keys are a contiguous run.
+  struct Group {
+    int server;
+    uint64_t round;
+    std::vector<size_t> idx;
+  };
+  std::vector<Group> groups;
+  std::map<std::pair<int, uint64_t>, size_t> where;
+  for (size_t i = 0; i < n; ++i) {
+    int s = OwnerOf(req.keys[i], static_cast<int>(servers.size()));
+    auto [it, inserted] = where.try_emplace({s, req.rounds[i]}, groups.size());
+    if (inserted) groups.push_back({s, req.rounds[i], {}});
+    groups[it->second].idx.push_back(i);
+  }
+
+  int ts = Begin(std::move(keys), std::move(done), static_cast<int>(groups.size()));
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!failed_.ok()) {
+      pending_[ts].outstanding = 0;
+      Finish(ts, lock);
+      return ts;
+    }
+  }
+  for (const Group& g : groups) {
+    Message m;
+    m.header.command = Command::kData;
+    m.header.recipient = servers[g.server].id;
+    m.header.flags = req.flags | msgflag::kRequest;
+    m.header.timestamp = ts;
+    m.header.round = g.round;
+    m.header.dtype = req.dtype;
+    m.header.key_count = static_cast<uint32_t>(g.idx.size());
+    Buffer keyseg = Buffer::Allocate(g.idx.size() * sizeof(Key));
+    for (size_t j = 0; j < g.idx.size(); ++j) {
+      std::memcpy(keyseg.data() + j * sizeof(Key), &req.keys[g.idx[j]], sizeof(Key));
+    }
+    m.segments.push_back(std::move(keyseg));
+    if (!req.values.empty()) {
+      for (size_t i : g.idx) m.segments.push_back(req.values[i]);
+    }
+    if (auto s = tier_.Send(std::move(m)); !s.ok()) {
+      std::unique_lock<std::mutex> lock(mu_);
+      Pending& p = pending_[ts];
+      if (p.status.ok()) p.status = s;
+      if (--p.outstanding == 0) Finish(ts, lock);
+    }
+  }
+  return ts;
+}
+
+int KVClient::SetRule(const RuleSpec& rule, Completion done) {
+  std::vector<NodeInfo> servers = tier_.Members(TierRole::kServer);
+  int ts = Begin({}, std::move(done), static_cast<int>(servers.size()));
+  for (const auto& s : servers) {
+    Message m;
+    m.header.command = Command::kSetRule;
+    m.header.recipient = s.id;
+    m.header.flags = msgflag::kRequest;
+    m.header.timestamp = ts;
+    m.segments.push_back(EncodeRule(rule));
+    if (auto st = tier_.Send(std::move(m)); !st.ok()) {
+      std::unique_lock<std::mutex> lock(mu_);
+      Pending& p = pending_[ts];
+      if (p.status.ok()) p.status = st;
+      if (--p.outstanding == 0) Finish(ts, lock);
+    }
+  }
+  return ts;
+}
+
+void KVClient::OnMessage(Message&& msg) {
+  const Header& h = msg.header;
+  if (h.flags & msgflag::kRequest) {
+    log::Warn("%s: a worker got a request (%s); dropped", tier_.name(), msg.DebugString());
+    return;
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = pending_.find(h.timestamp);
+  if (it == pending_.end() || it->second.completing) {
+    log::Warn("%s: response to unknown request %d from node %d; dropped", tier_.name(),
+              h.timestamp, h.sender);
+    return;
+  }
+  Pending& p = it->second;
+  if (h.flags & msgflag::kError) {
+    if (p.status.ok()) {
+      p.status = absl::FailedPreconditionError(absl::StrFormat(
+          "server %d: %s", h.sender, msg.segments.empty() ? "" : DecodeText(msg.segments[0])));
+    }
+  } else if (h.command == Command::kData && msg.segments.size() > 1) {
+    auto keys = msg.segments[0];
+    for (uint32_t j = 0; j < h.key_count; ++j) {
+      Key k;
+      std::memcpy(&k, keys.data() + j * sizeof(Key), sizeof(Key));
+      auto pos = std::lower_bound(p.keys.begin(), p.keys.end(), k);
+      if (pos == p.keys.end() || *pos != k) {
+        if (p.status.ok()) {
+          p.status = absl::DataLossError(absl::StrFormat(
+              "server %d answered request %d with key %d it was not asked for", h.sender,
+              h.timestamp, k));
+        }
+        continue;
+      }
+      p.values[pos - p.keys.begin()] = std::move(msg.segments[j + 1]);
+    }
+  }
+  if (--p.outstanding <= 0) Finish(h.timestamp, lock);
+}
+
+void KVClient::Finish(int ts, std::unique_lock<std::mutex>& lock) {
+  auto it = pending_.find(ts);
+  if (it == pending_.end() || it->second.completing) return;
+  Pending& p = it->second;
+  p.completing = true;
+  if (Completion done = std::move(p.done)) {
+    // The completion may copy out of the received frames; it runs without
+    // our lock so that it can submit follow-up requests. Wait() returns only
+    // after it, so a caller never sees a half-filled output.
+    std::vector<Buffer> values = std::move(p.values);
+    absl::Status status = p.status;
+    lock.unlock();
+    done(status, values);
+    lock.lock();
+    it = pending_.find(ts);
+  }
+  it->second.finished = true;
+  cv_.notify_all();
+}
+
+absl::Status KVClient::Wait(int ts) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = pending_.find(ts);
+  if (it == pending_.end()) {
+    return absl::InvalidArgumentError(absl::StrFormat("no request with timestamp %d", ts));
+  }
+  cv_.wait(lock, [&] { return it->second.finished; });
+  absl::Status s = it->second.status;
+  pending_.erase(it);
+  return s;
+}
+
+void KVClient::Fail(const absl::Status& status) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (failed_.ok()) failed_ = status;
+  std::vector<int> open;
+  for (auto& [ts, p] : pending_) {
+    if (p.completing) continue;
+    if (p.status.ok()) p.status = status;
+    open.push_back(ts);
+  }
+  for (int ts : open) Finish(ts, lock);
+}
+
+}  // namespace geops

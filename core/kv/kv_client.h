@@ -1,0 +1,81 @@
+// KVClient: the untyped request engine under KVWorker. It splits a request
+// over the servers that own its keys (one message per server and round),
+// matches responses by timestamp, and completes each request once, with
+// per-key result Buffers that are views of the received frames.
+#pragma once
+
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "core/base/buffer.h"
+#include "core/cluster/tier.h"
+#include "core/wire/control.h"
+#include "core/wire/message.h"
+
+namespace geops {
+
+class KVClient {
+ public:
+  // Runs on the receive thread when a request completes; `values` holds one
+  // Buffer per requested key for pulls (empty otherwise).
+  using Completion = std::function<void(const absl::Status&, std::vector<Buffer>& values)>;
+
+  // Installs itself as `tier`'s data handler; create before tier.Start().
+  explicit KVClient(Tier& tier);
+
+  struct Request {
+    std::span<const Key> keys;        // strictly increasing
+    std::vector<Buffer> values;       // one per key, or empty for a pull
+    std::span<const uint64_t> rounds; // one per key
+    DType dtype = DType::kNone;
+    uint32_t flags = 0;               // msgflag::kPush / kPull / kInit
+  };
+
+  // Sends `req`; returns its timestamp. Errors (bad keys, a dead tier)
+  // surface from Wait() and the completion, never as exceptions.
+  int Submit(Request req, Completion done = nullptr);
+
+  // A request that fails at once with `status` (for callers that find a
+  // problem before anything is sent).
+  int Reject(absl::Status status, Completion done = nullptr);
+
+  // Sends the update rule to every server of the tier.
+  int SetRule(const RuleSpec& rule, Completion done = nullptr);
+
+  // Blocks until request `ts` completes and returns its status.
+  absl::Status Wait(int ts);
+
+  // Fails every outstanding and future request with `status`.
+  void Fail(const absl::Status& status);
+
+  Tier& tier() { return tier_; }
+
+ private:
+  struct Pending {
+    int outstanding = 0;
+    absl::Status status;
+    std::vector<Key> keys;
+    std::vector<Buffer> values;
+    Completion done;
+    bool completing = false;  // the completion is running or has run
+    bool finished = false;    // Wait() may return
+  };
+
+  void OnMessage(Message&& msg);
+  int Begin(std::vector<Key> keys, Completion done, int messages);
+  void Finish(int ts, std::unique_lock<std::mutex>& lock);
+
+  Tier& tier_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<int, Pending> pending_;
+  int next_ts_ = 1;
+  absl::Status failed_;
+};
+
+}  // namespace geops

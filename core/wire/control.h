@@ -1,0 +1,71 @@
+// Bodies of membership messages (REGISTER, NODE_TABLE, BARRIER, ABORT,
+// SET_RULE). They travel as segment 0 of a control Message; parsing is
+// bounds-checked like the header.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/base/buffer.h"
+
+namespace geops {
+
+// A node's role inside one tier.
+enum class TierRole : uint8_t { kScheduler = 0, kServer = 1, kWorker = 2 };
+const char* TierRoleName(TierRole r);
+
+struct NodeInfo {
+  int32_t id = 0;           // assigned by the scheduler
+  TierRole role = TierRole::kWorker;
+  int32_t rank = 0;         // index among the nodes of the same role
+  std::string host;
+  int32_t port = 0;
+  // The party (data centre) a global-tier worker belongs to, named by its
+  // local scheduler's address; the global servers count one contribution
+  // per party.
+  std::string party;
+  // Servers are ranked by this hint first, so that a global server holds
+  // the same rank (and key range) in the central party as in the global tier.
+  int32_t rank_hint = -1;
+  bool master = false;      // master worker
+  bool trains = true;       // contributes gradients every round
+
+  std::string Address() const;
+  std::string DebugString() const;
+};
+
+// Node ids follow ps-lite: scheduler 1, server rank r -> 8 + 2r,
+// worker rank r -> 9 + 2r.
+inline constexpr int32_t kSchedulerId = 1;
+inline int32_t ServerId(int rank) { return 8 + 2 * rank; }
+inline int32_t WorkerId(int rank) { return 9 + 2 * rank; }
+
+// Groups for barriers, as a bit mask.
+namespace group {
+inline constexpr uint32_t kScheduler = 1;
+inline constexpr uint32_t kServers = 2;
+inline constexpr uint32_t kWorkers = 4;
+inline constexpr uint32_t kAll = 7;
+}  // namespace group
+
+Buffer EncodeNodeInfo(const NodeInfo& n);
+absl::StatusOr<NodeInfo> DecodeNodeInfo(const Buffer& b);
+Buffer EncodeNodeTable(const std::vector<NodeInfo>& nodes);
+absl::StatusOr<std::vector<NodeInfo>> DecodeNodeTable(const Buffer& b);
+
+Buffer EncodeU32(uint32_t v);
+absl::StatusOr<uint32_t> DecodeU32(const Buffer& b);
+Buffer EncodeText(const std::string& s);
+std::string DecodeText(const Buffer& b);  // any bytes are a valid text
+
+enum class UpdateRule : uint8_t { kSum = 0, kSgd = 1 };
+struct RuleSpec {
+  UpdateRule rule = UpdateRule::kSum;
+  double learning_rate = 0;
+};
+Buffer EncodeRule(const RuleSpec& r);
+absl::StatusOr<RuleSpec> DecodeRule(const Buffer& b);
+
+}  // namespace geops

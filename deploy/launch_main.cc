@@ -1,0 +1,184 @@
+// geops-launch: runs a whole GeoMX-shaped topology on this machine and
+// prints what moved and whether every worker saw the exact global result.
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "deploy/launcher.h"
+
+namespace {
+
+const char kUsage[] = R"(usage: geops-launch [options]
+
+Starts a GeoMX-shaped cluster on this machine: a central party (global
+scheduler, scheduler, global servers, master worker) and N training parties
+(scheduler, servers, workers), runs the built-in trainer for a number of
+synchronous rounds, checks every value every worker pulled, and prints a
+summary. Ctrl-C, or any process failing, stops all of them.
+
+  --parties N           training parties (default 2)
+  --servers N           servers per party (default 1)
+  --workers N           workers per party (default 2)
+  --global-servers N    global servers (default 1)
+  --central-workers N   extra training workers in the central party; implies
+                        --central-training (default 0)
+  --central-training    DMLC_ENABLE_CENTRAL_WORKER=1: the master worker trains
+  --rounds N            synchronous rounds (default 10)
+  --key-sizes A,B,...   elements per key (default 262144,262144,131072)
+  --dtype T             float32 | float64 | int32 | int64 (default float32)
+  --rule R              sum | sgd (default sum)
+  --lr X                sgd learning rate (default 0.5)
+  --verbose N           PS_VERBOSE for every process (default 0)
+  --heartbeat-timeout S PS_HEARTBEAT_TIMEOUT (default 15)
+  --timeout S           give up after S seconds (default 600)
+  --log-dir DIR         per-process stderr logs (default: a new /tmp dir)
+  --geops PATH          the geops executable (default: next to this one)
+  --quiet               do not echo process output, only the summary
+)";
+
+void OnSignal(int) { geops::deploy::Cluster::RequestStop(); }
+
+std::string SelfDir() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return ".";
+  std::string p(buf, n);
+  return p.substr(0, p.rfind('/'));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace geops::deploy;
+  Topology t;
+  t.env["GEOPS_ROUNDS"] = "10";
+  RunOptions run;
+  run.binary = SelfDir() + "/geops";
+  run.echo = true;
+  run.timeout = absl::Seconds(600);
+  std::string log_dir;
+
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "geops-launch: %s needs a value\n%s", a.c_str(), kUsage);
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    auto count = [&](int lo) {
+      std::string v = value();
+      int n = 0;
+      if (!absl::SimpleAtoi(v, &n) || n < lo || n > 1000) {
+        std::fprintf(stderr, "geops-launch: %s \"%s\": expected an integer in %d..1000\n",
+                     a.c_str(), v.c_str(), lo);
+        std::exit(2);
+      }
+      return n;
+    };
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (a == "--parties") {
+      t.parties = count(0);
+    } else if (a == "--servers") {
+      t.servers_per_party = count(1);
+    } else if (a == "--workers") {
+      t.workers_per_party = count(1);
+    } else if (a == "--global-servers") {
+      t.global_servers = count(1);
+    } else if (a == "--central-workers") {
+      t.central_workers = count(0);
+      if (t.central_workers > 0) t.central_training = true;
+    } else if (a == "--central-training") {
+      t.central_training = true;
+    } else if (a == "--rounds") {
+      t.env["GEOPS_ROUNDS"] = value();
+    } else if (a == "--key-sizes") {
+      t.env["GEOPS_KEY_SIZES"] = value();
+    } else if (a == "--dtype") {
+      t.env["GEOPS_DTYPE"] = value();
+    } else if (a == "--rule") {
+      t.env["GEOPS_RULE"] = value();
+    } else if (a == "--lr") {
+      t.env["GEOPS_LR"] = value();
+    } else if (a == "--verbose") {
+      t.env["PS_VERBOSE"] = value();
+    } else if (a == "--heartbeat-timeout") {
+      t.env["PS_HEARTBEAT_TIMEOUT"] = value();
+    } else if (a == "--timeout") {
+      run.timeout = absl::Seconds(count(1));
+    } else if (a == "--log-dir") {
+      log_dir = value();
+    } else if (a == "--geops") {
+      run.binary = value();
+    } else if (a == "--quiet") {
+      run.echo = false;
+    } else {
+      std::fprintf(stderr, "geops-launch: unknown option %s\n%s", a.c_str(), kUsage);
+      return 2;
+    }
+  }
+  if (log_dir.empty()) {
+    char tmpl[] = "/tmp/geops-launch.XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) {
+      std::perror("mkdtemp");
+      return 1;
+    }
+    log_dir = tmpl;
+  }
+  run.log_dir = log_dir;
+
+  auto plan = Plan(t);
+  if (!plan.ok()) {
+    std::fprintf(stderr, "geops-launch: %s\n", std::string(plan.status().message()).c_str());
+    return 2;
+  }
+  std::printf("geops-launch: %d processes (central party + %d parties x (%d servers, %d workers), "
+              "%d global servers); logs in %s\n",
+              static_cast<int>(plan->size()), t.parties, t.servers_per_party,
+              t.workers_per_party, t.global_servers, log_dir.c_str());
+  std::fflush(stdout);
+
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  Cluster cluster(run);
+  if (auto s = cluster.Start(*plan); !s.ok()) {
+    std::fprintf(stderr, "geops-launch: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  auto results = cluster.Wait();
+  RunSummary sum = Summarize(results);
+
+  int failed = 0;
+  for (const auto& r : results) {
+    if (r.exit_code == 0) continue;
+    ++failed;
+    std::printf("geops-launch: %s %s; its log: %s\n", r.name.c_str(),
+                r.signal ? absl::StrCat("was killed by signal ", r.signal).c_str()
+                         : absl::StrCat("exited with status ", r.exit_code).c_str(),
+                r.stderr_path.c_str());
+  }
+  const int trainers = t.parties * t.workers_per_party +
+                       (t.central_training ? 1 + t.central_workers : 0);
+  bool exact = failed == 0 && sum.workers_reporting == trainers && sum.mismatches == 0 &&
+               sum.distinct_checksums == 1;
+  std::printf("\nsummary: rounds=%d workers=%d/%d values_checked=%llu mismatches=%llu "
+              "local_tier_bytes=%llu global_tier_bytes=%llu malformed=%llu processes_failed=%d "
+              "check=%s\n",
+              sum.rounds, sum.workers_reporting, trainers,
+              static_cast<unsigned long long>(sum.values_checked),
+              static_cast<unsigned long long>(sum.mismatches),
+              static_cast<unsigned long long>(sum.bytes_by_tier["local"]),
+              static_cast<unsigned long long>(sum.bytes_by_tier["global"]),
+              static_cast<unsigned long long>(sum.malformed), failed,
+              exact ? "every worker saw the exact global result" : "FAILED");
+  return exact ? 0 : 1;
+}

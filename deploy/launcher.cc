@@ -1,0 +1,355 @@
+#include "deploy/launcher.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+
+extern char** environ;
+
+namespace geops::deploy {
+namespace {
+
+volatile std::sig_atomic_t g_stop_requested = 0;
+
+absl::StatusOr<int> FreePort(const std::string& host) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return absl::InternalError("socket() failed");
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  inet_pton(AF_INET, host.c_str(), &a.sin_addr);
+  socklen_t len = sizeof(a);
+  int rc = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  if (rc == 0) rc = getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  if (rc != 0) return absl::InternalError(absl::StrCat("cannot find a free port on ", host));
+  return ntohs(a.sin_port);
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<ProcessSpec>> Plan(const Topology& t) {
+  if (t.parties < 0 || t.servers_per_party < 1 || t.workers_per_party < 1 ||
+      t.global_servers < 1 || t.central_workers < 0) {
+    return absl::InvalidArgumentError("a topology needs >= 1 server, worker and global server");
+  }
+  auto gport = FreePort(t.host);
+  if (!gport.ok()) return gport.status();
+  std::string gp = absl::StrCat(*gport);
+  const int central_trainers = t.central_training ? 1 + t.central_workers : 0;
+  const int all_workers = t.parties * t.workers_per_party + central_trainers;
+  if (all_workers == 0) {
+    return absl::InvalidArgumentError("no training worker: add parties or central training");
+  }
+
+  std::map<std::string, std::string> common = t.env;
+  common["DMLC_PS_GLOBAL_ROOT_URI"] = t.host;
+  common["DMLC_PS_GLOBAL_ROOT_PORT"] = gp;
+  common["DMLC_NUM_GLOBAL_SERVER"] = absl::StrCat(t.global_servers);
+  common["DMLC_NUM_GLOBAL_WORKER"] = absl::StrCat(t.parties * t.servers_per_party);
+  common["DMLC_NUM_ALL_WORKER"] = absl::StrCat(all_workers);
+  common["DMLC_ENABLE_CENTRAL_WORKER"] = t.central_training ? "1" : "0";
+
+  std::vector<ProcessSpec> out;
+  auto add = [&](std::string name, std::string tier, std::map<std::string, std::string> env) {
+    for (const auto& [k, v] : common) env.try_emplace(k, v);
+    out.push_back({std::move(name), std::move(tier), std::move(env)});
+  };
+
+  add("global_scheduler", "central", {{"DMLC_ROLE_GLOBAL", "global_scheduler"}});
+
+  auto party = [&](const std::string& name, int servers, int workers, bool central) {
+    auto port = FreePort(t.host);
+    if (!port.ok()) return port.status();
+    std::map<std::string, std::string> local = {
+        {"DMLC_PS_ROOT_URI", t.host},
+        {"DMLC_PS_ROOT_PORT", absl::StrCat(*port)},
+        {"DMLC_NUM_SERVER", absl::StrCat(servers)},
+        {"DMLC_NUM_WORKER", absl::StrCat(workers)},
+    };
+    auto with = [&](std::map<std::string, std::string> extra) {
+      for (const auto& [k, v] : local) extra.try_emplace(k, v);
+      return extra;
+    };
+    add(name + ".scheduler", name, with({{"DMLC_ROLE", "scheduler"}}));
+    for (int s = 0; s < servers; ++s) {
+      if (central) {
+        add(absl::StrCat(name, ".global_server", s), name,
+            with({{"DMLC_ROLE", "server"}, {"DMLC_ROLE_GLOBAL", "global_server"}}));
+      } else {
+        add(absl::StrCat(name, ".server", s), name, with({{"DMLC_ROLE", "server"}}));
+      }
+    }
+    for (int w = 0; w < workers; ++w) {
+      std::map<std::string, std::string> env = {{"DMLC_ROLE", "worker"}};
+      if (central && w == 0) env["DMLC_ROLE_MASTER_WORKER"] = "1";
+      // One progress printer per party keeps the demo readable.
+      env.try_emplace("GEOPS_PROGRESS", w == 0 ? "1" : "0");
+      add(absl::StrCat(name, central && w == 0 ? ".master_worker" : ".worker",
+                       central && w == 0 ? "" : absl::StrCat(w)),
+          name, with(env));
+    }
+    return absl::OkStatus();
+  };
+  if (auto s = party("central", t.global_servers, 1 + t.central_workers, true); !s.ok()) return s;
+  for (int p = 0; p < t.parties; ++p) {
+    std::string name(1, static_cast<char>('A' + p % 26));
+    if (p >= 26) name += absl::StrCat(p / 26);
+    if (auto s = party(name, t.servers_per_party, t.workers_per_party, false); !s.ok()) return s;
+  }
+  return out;
+}
+
+void Cluster::RequestStop() { g_stop_requested = 1; }
+
+Cluster::~Cluster() { StopAll(); }
+
+absl::Status Cluster::Start(const std::vector<ProcessSpec>& specs) {
+  if (access(options_.binary.c_str(), X_OK) != 0) {
+    return absl::NotFoundError(absl::StrCat("no geops executable at ", options_.binary));
+  }
+  for (const auto& spec : specs) {
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) != 0) return absl::InternalError("pipe() failed");
+    std::string err_path = absl::StrCat(options_.log_dir, "/", spec.name, ".log");
+    int err_fd = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (err_fd < 0) {
+      close(pipefd[0]);
+      close(pipefd[1]);
+      return absl::InternalError(absl::StrCat("cannot write ", err_path));
+    }
+    // Everything the child needs is prepared before fork(): only
+    // async-signal-safe calls may run between fork() and exec().
+    std::vector<std::string> env_strings;
+    for (char** e = environ; *e != nullptr; ++e) {
+      absl::string_view kv(*e);
+      if (absl::StartsWith(kv, "DMLC_") || absl::StartsWith(kv, "PS_") ||
+          absl::StartsWith(kv, "GEOPS_") || absl::StartsWith(kv, "PORT=")) {
+        continue;
+      }
+      env_strings.emplace_back(kv);
+    }
+    for (const auto& [k, v] : spec.env) env_strings.push_back(absl::StrCat(k, "=", v));
+    std::vector<char*> envp;
+    for (auto& s : env_strings) envp.push_back(s.data());
+    envp.push_back(nullptr);
+    std::string bin = options_.binary;
+    char* argv[] = {bin.data(), nullptr};
+    pid_t parent = getpid();
+
+    pid_t pid = fork();
+    if (pid < 0) return absl::InternalError("fork() failed");
+    if (pid == 0) {
+      // Never outlive the launcher: a killed launcher takes its cluster along.
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(127);
+      dup2(pipefd[1], STDOUT_FILENO);
+      dup2(err_fd, STDERR_FILENO);
+      execve(bin.c_str(), argv, envp.data());
+      _exit(127);
+    }
+    close(pipefd[1]);
+    close(err_fd);
+    Child c;
+    c.result.name = spec.name;
+    c.result.pid = pid;
+    c.result.stderr_path = err_path;
+    c.out_fd = pipefd[0];
+    children_.push_back(std::move(c));
+  }
+  return absl::OkStatus();
+}
+
+void Cluster::Pump(absl::Duration wait) {
+  std::vector<pollfd> fds;
+  std::vector<size_t> owner;
+  for (size_t i = 0; i < children_.size(); ++i) {
+    if (children_[i].out_fd < 0) continue;
+    fds.push_back({children_[i].out_fd, POLLIN, 0});
+    owner.push_back(i);
+  }
+  if (fds.empty()) {
+    absl::SleepFor(wait);
+    return;
+  }
+  int rc = poll(fds.data(), fds.size(), static_cast<int>(absl::ToInt64Milliseconds(wait)));
+  if (rc <= 0) return;
+  for (size_t j = 0; j < fds.size(); ++j) {
+    if (!(fds[j].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+    Child& c = children_[owner[j]];
+    char buf[65536];
+    ssize_t n = read(c.out_fd, buf, sizeof(buf));
+    if (n <= 0) {
+      close(c.out_fd);
+      c.out_fd = -1;
+      if (!c.partial.empty()) c.partial += "\n";
+    } else {
+      c.partial.append(buf, n);
+    }
+    size_t nl;
+    while ((nl = c.partial.find('\n')) != std::string::npos) {
+      std::string line = c.partial.substr(0, nl + 1);
+      c.partial.erase(0, nl + 1);
+      c.result.stdout_text += line;
+      if (options_.echo) {
+        std::printf("[%-20s] %s", c.result.name.c_str(), line.c_str());
+        std::fflush(stdout);
+      }
+    }
+  }
+}
+
+void Cluster::Reap(bool block) {
+  for (auto& c : children_) {
+    if (c.result.exit_code >= 0 || c.result.signal != 0) continue;
+    int status = 0;
+    pid_t r = waitpid(c.result.pid, &status, block ? 0 : WNOHANG);
+    if (r != c.result.pid) continue;
+    if (WIFEXITED(status)) c.result.exit_code = WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) c.result.signal = WTERMSIG(status);
+  }
+}
+
+std::vector<ProcessResult> Cluster::Wait() {
+  absl::Time start = absl::Now();
+  absl::Time deadline = start + options_.timeout;
+  for (;;) {
+    Pump(absl::Milliseconds(50));
+    Reap(false);
+    bool running = false, failed = false;
+    for (auto& c : children_) {
+      bool done = c.result.exit_code >= 0 || c.result.signal != 0;
+      if (done && c.result.ran == absl::ZeroDuration()) c.result.ran = absl::Now() - start;
+      running |= !done;
+      failed |= (c.result.exit_code > 0 || c.result.signal != 0);
+    }
+    if (!running) break;
+    if (g_stop_requested) {
+      std::fprintf(stderr, "geops-launch: interrupted; stopping every process\n");
+      StopAll();
+      break;
+    }
+    if (failed && options_.stop_on_failure) {
+      StopAll();
+      break;
+    }
+    if (absl::Now() > deadline) {
+      std::fprintf(stderr, "geops-launch: timed out after %s; stopping every process\n",
+                   absl::FormatDuration(options_.timeout).c_str());
+      StopAll();
+      break;
+    }
+  }
+  // Drain what is left in the pipes.
+  for (int i = 0; i < 20; ++i) {
+    bool open = false;
+    for (auto& c : children_) open |= c.out_fd >= 0;
+    if (!open) break;
+    Pump(absl::Milliseconds(50));
+  }
+  std::vector<ProcessResult> out;
+  for (auto& c : children_) out.push_back(c.result);
+  return out;
+}
+
+absl::Status Cluster::Kill(const std::string& name, int sig) {
+  for (auto& c : children_) {
+    if (c.result.name == name) {
+      if (kill(c.result.pid, sig) != 0) return absl::InternalError("kill() failed");
+      return absl::OkStatus();
+    }
+  }
+  return absl::NotFoundError(absl::StrCat("no process named ", name));
+}
+
+bool Cluster::WaitForOutput(const std::string& name, const std::string& text,
+                            absl::Duration timeout) {
+  absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    for (auto& c : children_) {
+      if (c.result.name == name && absl::StrContains(c.result.stdout_text, text)) return true;
+    }
+    Pump(absl::Milliseconds(50));
+    Reap(false);
+  }
+  return false;
+}
+
+void Cluster::StopAll() {
+  auto alive = [](const Child& c) { return c.result.exit_code < 0 && c.result.signal == 0; };
+  bool any = false;
+  for (auto& c : children_) {
+    if (alive(c)) {
+      kill(c.result.pid, SIGTERM);
+      any = true;
+    }
+  }
+  if (!any) return;
+  absl::Time deadline = absl::Now() + absl::Seconds(3);
+  while (absl::Now() < deadline) {
+    Pump(absl::Milliseconds(20));
+    Reap(false);
+    bool left = false;
+    for (auto& c : children_) left |= alive(c);
+    if (!left) return;
+  }
+  for (auto& c : children_) {
+    if (alive(c)) kill(c.result.pid, SIGKILL);
+  }
+  Reap(true);
+}
+
+RunSummary Summarize(const std::vector<ProcessResult>& results) {
+  RunSummary s;
+  std::set<std::string> checksums;
+  for (const auto& r : results) {
+    for (absl::string_view line : absl::StrSplit(r.stdout_text, '\n')) {
+      bool stats = absl::StartsWith(line, "geops-stats ");
+      bool worker = absl::StartsWith(line, "geops-worker ") && absl::StrContains(line, "trained=1");
+      if (!stats && !worker) continue;
+      std::map<std::string, std::string> kv;
+      for (absl::string_view field : absl::StrSplit(line, ' ')) {
+        auto eq = field.find('=');
+        if (eq != absl::string_view::npos) {
+          kv[std::string(field.substr(0, eq))] = std::string(field.substr(eq + 1));
+        }
+      }
+      auto num = [&](const std::string& k) {
+        uint64_t v = 0;
+        (void)absl::SimpleAtoi(kv[k], &v);
+        return v;
+      };
+      if (stats) {
+        s.bytes_by_tier[kv["tier"]] += num("sent_bytes");
+        s.malformed += num("malformed");
+        s.copied_bytes += num("copied_bytes");
+      } else {
+        ++s.workers_reporting;
+        s.rounds = std::max<int>(s.rounds, static_cast<int>(num("rounds")));
+        s.values_checked += num("values_checked");
+        s.mismatches += num("mismatches");
+        checksums.insert(kv["checksum"]);
+      }
+    }
+  }
+  s.distinct_checksums = static_cast<int>(checksums.size());
+  return s;
+}
+
+}  // namespace geops::deploy

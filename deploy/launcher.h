@@ -1,0 +1,103 @@
+// Launcher: starts a whole geops topology on one machine, with the DMLC_*
+// environment of every process, watches it, and tears it down. Used by
+// `geops-launch` (the demo) and by the multi-process tests.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace geops::deploy {
+
+// The GeoMX shape: a central party (global scheduler, scheduler, global
+// servers, master worker) and `parties` training parties.
+struct Topology {
+  int parties = 2;
+  int servers_per_party = 1;
+  int workers_per_party = 2;
+  int global_servers = 1;
+  int central_workers = 0;     // training workers of the central party
+                               // besides the master (enables central work)
+  bool central_training = false;  // DMLC_ENABLE_CENTRAL_WORKER=1
+  std::string host = "127.0.0.1";
+  // Extra variables for every process (GEOPS_*, PS_VERBOSE, ...).
+  std::map<std::string, std::string> env;
+};
+
+struct ProcessSpec {
+  std::string name;  // e.g. "A.worker1"
+  std::string tier;  // "central", "A", ...
+  std::map<std::string, std::string> env;
+};
+
+// Every process of `t`, schedulers first. Scheduler ports are picked free.
+absl::StatusOr<std::vector<ProcessSpec>> Plan(const Topology& t);
+
+struct ProcessResult {
+  std::string name;
+  pid_t pid = 0;
+  int exit_code = -1;       // -1 while running
+  int signal = 0;           // killed by this signal
+  std::string stdout_text;  // whole stdout
+  std::string stderr_path;  // file holding stderr
+  absl::Duration ran;
+};
+
+struct RunOptions {
+  std::string binary;             // path of `geops`
+  std::string log_dir;            // per-process stderr files
+  bool echo = false;              // echo stdout lines, prefixed, as they come
+  bool stop_on_failure = true;    // a non-zero exit stops everyone else
+  absl::Duration timeout = absl::Minutes(10);
+};
+
+class Cluster {
+ public:
+  explicit Cluster(RunOptions options) : options_(std::move(options)) {}
+  ~Cluster();  // kills whatever is still running
+
+  absl::Status Start(const std::vector<ProcessSpec>& specs);
+  // Waits for every process (or the timeout, or a failure when
+  // stop_on_failure); returns the results in start order.
+  std::vector<ProcessResult> Wait();
+  // Sends `sig` to the named process.
+  absl::Status Kill(const std::string& name, int sig);
+  // Waits until `name` has printed a stdout line containing `text`.
+  bool WaitForOutput(const std::string& name, const std::string& text, absl::Duration timeout);
+  // Stops everything (SIGTERM, then SIGKILL after a grace period).
+  void StopAll();
+  // Interrupts Wait() (from a signal handler: async-signal-safe).
+  static void RequestStop();
+
+ private:
+  struct Child {
+    ProcessResult result;
+    int out_fd = -1;
+    std::string partial;
+  };
+  void Pump(absl::Duration wait);
+  void Reap(bool block);
+
+  RunOptions options_;
+  std::vector<Child> children_;
+};
+
+// Sums of the `geops-stats` / `geops-worker` lines of a finished run.
+struct RunSummary {
+  int workers_reporting = 0;
+  int rounds = 0;
+  uint64_t values_checked = 0;
+  uint64_t mismatches = 0;
+  int distinct_checksums = 0;
+  std::map<std::string, uint64_t> bytes_by_tier;  // "local" / "global" -> bytes sent
+  uint64_t malformed = 0;
+  uint64_t copied_bytes = 0;
+};
+RunSummary Summarize(const std::vector<ProcessResult>& results);
+
+}  // namespace geops::deploy

@@ -1,0 +1,226 @@
+#include "roles/aggregator.h"
+
+#include "absl/strings/str_format.h"
+#include "core/base/log.h"
+#include "core/kv/dtype_ops.h"
+
+namespace geops {
+
+void Aggregator::Start(int expected) {
+  std::unique_lock<std::mutex> lock(mu_);
+  table_.set_expected(expected);
+  started_ = true;
+  std::vector<KVRequest> held = std::move(held_);
+  held_.clear();
+  for (auto& r : held) HandleLocked(std::move(r));
+  RunDeferred(lock);
+}
+
+void Aggregator::Handle(KVRequest&& req) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!started_) {
+    held_.push_back(std::move(req));
+    return;
+  }
+  HandleLocked(std::move(req));
+  RunDeferred(lock);
+}
+
+void Aggregator::RunDeferred(std::unique_lock<std::mutex>& lock) {
+  while (!deferred_.empty()) {
+    std::vector<std::function<void()>> work = std::move(deferred_);
+    deferred_.clear();
+    lock.unlock();
+    for (auto& w : work) w();
+    lock.lock();
+  }
+}
+
+absl::Status Aggregator::SetRule(const RuleSpec& rule) {
+  if (!top()) {
+    return absl::FailedPreconditionError(
+        "the update rule is set on the global servers, not on a party's server");
+  }
+  if (rule.rule == UpdateRule::kSgd && !(rule.learning_rate > 0)) {
+    return absl::InvalidArgumentError("the sgd rule needs a learning rate > 0");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  rule_ = rule;
+  log::Info("update rule: %s lr=%g", rule.rule == UpdateRule::kSgd ? "sgd" : "sum",
+            rule.learning_rate);
+  return absl::OkStatus();
+}
+
+Aggregator::Stats Aggregator::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void Aggregator::HandleLocked(KVRequest&& req) {
+  KVServer* via = req.via;
+  if (req.init()) {
+    if (!top()) {
+      // A party worker that initialises (ps-lite style) still initialises
+      // the global copy: pass it up and acknowledge when it is stored.
+      auto keys = std::make_shared<std::vector<Key>>(req.keys);
+      auto rounds = std::make_shared<std::vector<uint64_t>>(req.keys.size(), 0);
+      auto shared = std::make_shared<KVRequest>(std::move(req));
+      deferred_.push_back([this, keys, rounds, shared] {
+        upstream_->Submit({*keys, shared->values, *rounds, shared->dtype,
+                           msgflag::kPush | msgflag::kInit},
+                          [shared](const absl::Status& s, std::vector<Buffer>&) {
+                            if (s.ok()) shared->via->Respond(*shared, {}, shared->dtype);
+                            else shared->via->RespondError(*shared, std::string(s.message()));
+                          });
+      });
+      return;
+    }
+    for (size_t i = 0; i < req.keys.size(); ++i) {
+      if (auto d = table_.DTypeOf(req.keys[i]); d && *d != req.dtype) {
+        via->RespondError(req, absl::StrFormat("key %d is %s, initial values are %s",
+                                               req.keys[i], DTypeName(*d), DTypeName(req.dtype)));
+        return;
+      }
+      // Owned copy: the init frame is a receive buffer, and sgd later reads
+      // these weights for every round.
+      Publish(req.keys[i], 0, req.dtype,
+              Buffer::CopyOf(req.values[i].data(), req.values[i].size()));
+    }
+    via->Respond(req, {}, req.dtype);
+    return;
+  }
+
+  if (req.push()) {
+    if (req.round == 0) {
+      via->RespondError(req, "a push must be for round 1 or later (round 0 is the initial value)");
+      return;
+    }
+    for (size_t i = 0; i < req.keys.size(); ++i) {
+      auto total = table_.Add(req.keys[i], req.round, req.dtype, req.values[i]);
+      if (!total.ok()) {
+        via->RespondError(req, std::string(total.status().message()));
+        return;
+      }
+      stats_.bytes_aggregated += req.values[i].size();
+      if (total->has_value()) Complete(req.keys[i], req.round, req.dtype, std::move(**total));
+    }
+    if (!req.pull()) {
+      via->Respond(req, {}, req.dtype);
+      return;
+    }
+  }
+
+  // A pull (or the pull half of a push-pull): answer now or park per key.
+  auto parked = std::make_shared<Parked>();
+  parked->values.resize(req.keys.size());
+  parked->outstanding = req.keys.size();
+  parked->dtype = req.dtype;
+  for (size_t i = 0; i < req.keys.size(); ++i) {
+    Key key = req.keys[i];
+    if (auto d = table_.DTypeOf(key)) parked->dtype = *d;
+    bool first_waiter = !table_.HasParked(key, req.round);
+    AggregationTable::Token token = next_token_++;
+    if (auto v = table_.PullOrPark(key, req.round, token)) {
+      parked->values[i] = std::move(*v);
+      --parked->outstanding;
+      continue;
+    }
+    tokens_[token] = {parked, i};
+    // Round 0 never closes here: a party server fetches the initial value
+    // from the global tier, once per key however many workers ask.
+    if (!top() && req.round == 0 && first_waiter) Fetch(key, 0, req.dtype);
+  }
+  parked->req = std::move(req);
+  if (parked->outstanding == 0) {
+    parked->req.via->Respond(parked->req, std::move(parked->values), parked->dtype);
+  }
+}
+
+void Aggregator::Complete(Key key, uint64_t round, DType dtype, Buffer total) {
+  ++stats_.rounds_completed;
+  if (!top()) {
+    // Exactly one contribution per party per key and round leaves here.
+    deferred_.push_back([this, key, round, dtype, total] {
+      Key keys[1] = {key};
+      uint64_t rounds[1] = {round};
+      upstream_->Submit({keys, {total}, rounds, dtype, msgflag::kPush | msgflag::kPull},
+                        [this, key, round, dtype](const absl::Status& s,
+                                                  std::vector<Buffer>& values) {
+                          std::unique_lock<std::mutex> lock(mu_);
+                          if (!s.ok() || values.size() != 1 || values[0].empty()) {
+                            FailKey(key, absl::StrFormat("global tier: %s", s.ToString()));
+                          } else {
+                            Publish(key, round, dtype, std::move(values[0]));
+                          }
+                          RunDeferred(lock);
+                        });
+    });
+    return;
+  }
+  if (rule_.rule == UpdateRule::kSgd) {
+    auto weights = table_.Latest(key);
+    if (!weights || weights->value.size() != total.size()) {
+      FailKey(key, absl::StrFormat("key %d: the sgd rule needs initial values of the same size "
+                                   "(the master worker pushes them)",
+                                   key));
+      return;
+    }
+    // `total` is this table's own fresh buffer, so the update is written
+    // into it: the previous weights may still be on their way to workers.
+    if (auto s = ApplySgd(dtype, rule_.learning_rate, weights->value, total); !s.ok()) {
+      FailKey(key, std::string(s.message()));
+      return;
+    }
+  }
+  Publish(key, round, dtype, std::move(total));
+}
+
+void Aggregator::Fetch(Key key, uint64_t round, DType dtype) {
+  deferred_.push_back([this, key, round, dtype] {
+    Key keys[1] = {key};
+    uint64_t rounds[1] = {round};
+    upstream_->Submit({keys, {}, rounds, dtype, msgflag::kPull},
+                      [this, key, round, dtype](const absl::Status& s,
+                                                std::vector<Buffer>& values) {
+                        std::unique_lock<std::mutex> lock(mu_);
+                        if (!s.ok() || values.size() != 1) {
+                          FailKey(key, absl::StrFormat("global tier: %s", s.ToString()));
+                        } else {
+                          Publish(key, round, dtype, std::move(values[0]));
+                        }
+                        RunDeferred(lock);
+                      });
+  });
+}
+
+void Aggregator::Publish(Key key, uint64_t round, DType dtype, Buffer result) {
+  for (AggregationTable::Token t : table_.Publish(key, round, dtype, result)) {
+    auto it = tokens_.find(t);
+    if (it == tokens_.end()) continue;
+    auto [parked, index] = it->second;
+    tokens_.erase(it);
+    if (parked->outstanding == 0) continue;  // already failed
+    parked->values[index] = result;
+    if (--parked->outstanding == 0) {
+      parked->req.via->Respond(parked->req, std::move(parked->values), parked->dtype);
+    }
+  }
+}
+
+void Aggregator::FailKey(Key key, const std::string& why) {
+  log::Error("key %d: %s", key, why);
+  for (auto it = tokens_.begin(); it != tokens_.end();) {
+    auto& [parked, index] = it->second;
+    if (parked->req.keys[index] != key) {
+      ++it;
+      continue;
+    }
+    if (parked->outstanding != 0) {
+      parked->outstanding = 0;  // answered once, with the error
+      parked->req.via->RespondError(parked->req, why);
+    }
+    it = tokens_.erase(it);
+  }
+}
+
+}  // namespace geops

@@ -1,0 +1,71 @@
+// Aggregator: the server policy of both tiers over one AggregationTable.
+//
+// A party's server (not top) sums its workers' pushes per key and round,
+// forwards the party sum to the owning global server as one push-pull, and
+// answers its workers' pulls with what comes back. A top server (a global
+// server, or the only tier's server in a single-party ps-lite run) sums one
+// contribution per party (plus central workers), applies the update rule
+// and answers. Requests that arrive before the tier sizes are known are
+// held and replayed.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "core/kv/aggregation.h"
+#include "core/kv/kv_client.h"
+#include "core/kv/kv_server.h"
+
+namespace geops {
+
+class Aggregator {
+ public:
+  // `upstream` is the global tier client of a party server; null for top.
+  explicit Aggregator(KVClient* upstream) : upstream_(upstream) {}
+
+  bool top() const { return upstream_ == nullptr; }
+
+  // Contributions per key and round; requests wait until this is known.
+  void Start(int expected);
+  void Handle(KVRequest&& req);
+  absl::Status SetRule(const RuleSpec& rule);
+
+  struct Stats {
+    uint64_t rounds_completed = 0;  // (key, round) pairs closed here
+    uint64_t bytes_aggregated = 0;
+  };
+  Stats stats() const;
+
+ private:
+  struct Parked {
+    KVRequest req;
+    std::vector<Buffer> values;
+    size_t outstanding = 0;
+    DType dtype = DType::kNone;
+  };
+
+  void HandleLocked(KVRequest&& req);
+  void Complete(Key key, uint64_t round, DType dtype, Buffer total);
+  void Publish(Key key, uint64_t round, DType dtype, Buffer result);
+  void Fetch(Key key, uint64_t round, DType dtype);
+  void FailKey(Key key, const std::string& why);
+  // Upstream requests are queued under the lock and sent after it is
+  // released: a request that fails at once completes synchronously, and its
+  // completion takes the lock again.
+  void RunDeferred(std::unique_lock<std::mutex>& lock);
+
+  KVClient* upstream_;
+  mutable std::mutex mu_;
+  bool started_ = false;
+  std::vector<KVRequest> held_;
+  AggregationTable table_{0};
+  RuleSpec rule_;
+  AggregationTable::Token next_token_ = 1;
+  std::map<AggregationTable::Token, std::pair<std::shared_ptr<Parked>, size_t>> tokens_;
+  Stats stats_;
+  std::vector<std::function<void()>> deferred_;
+};
+
+}  // namespace geops

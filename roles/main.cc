@@ -1,0 +1,59 @@
+// geops: one executable for every role; the DMLC_* environment picks it.
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "core/base/config.h"
+#include "core/base/log.h"
+#include "roles/roles.h"
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+      std::fputs(geops::ConfigHelp().c_str(), stdout);
+      return 0;
+    }
+    std::fprintf(stderr, "geops: unknown argument \"%s\" (the role comes from DMLC_ROLE; see "
+                         "geops --help)\n", argv[i]);
+    return 2;
+  }
+  // A peer that vanishes must surface as an error, not kill us with SIGPIPE.
+  std::signal(SIGPIPE, SIG_IGN);
+
+  auto config = geops::ParseConfig(geops::ProcessEnv());
+  if (!config.ok()) {
+    std::fprintf(stderr, "geops: configuration error: %s\n",
+                 std::string(config.status().message()).c_str());
+    return 2;
+  }
+  geops::TrainerOptions trainer;
+  if (config->role == geops::Role::kWorker) {
+    auto t = geops::ParseTrainerOptions(geops::ProcessEnv());
+    if (!t.ok()) {
+      std::fprintf(stderr, "geops: configuration error: %s\n",
+                   std::string(t.status().message()).c_str());
+      return 2;
+    }
+    trainer = *t;
+  }
+  geops::log::SetVerbosity(config->verbose);
+  geops::log::SetName(absl::StrFormat("%s pid %d", config->Describe(), getpid()));
+
+  absl::Status status;
+  if (config->global_role == geops::GlobalRole::kGlobalScheduler ||
+      config->role == geops::Role::kScheduler) {
+    status = geops::RunScheduler(*config);
+  } else if (config->role == geops::Role::kServer) {
+    status = geops::RunServer(*config);
+  } else {
+    status = geops::RunTrainer(*config, trainer);
+  }
+  if (!status.ok()) {
+    geops::log::Error("exiting with an error: %s", status.message());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,156 @@
+#include "roles/roles.h"
+
+#include <cstdio>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/base/log.h"
+#include "core/cluster/tier.h"
+#include "core/kv/kv_client.h"
+#include "core/kv/kv_server.h"
+#include "roles/aggregator.h"
+#include "roles/tier_setup.h"
+
+namespace geops {
+
+TierOptions MakeTierOptions(const Config& c, bool global, TierRole role) {
+  TierOptions o;
+  o.name = global ? "global" : "local";
+  o.role = role;
+  o.cluster = global ? *c.global : *c.local;
+  o.host = c.node_host;
+  o.port = global ? 0 : c.port;
+  o.van = global ? VanType::kTcp : c.local_van;
+  o.heartbeat_interval = c.heartbeat_interval;
+  o.heartbeat_timeout = c.heartbeat_timeout;
+  o.startup_timeout = c.startup_timeout;
+  return o;
+}
+
+void PrintTierStats(const Config& c, const Tier& tier) {
+  const TransportStats& s = tier.stats();
+  // One parsable line per tier on stdout: the launcher adds them up.
+  std::printf("geops-stats role=%s tier=%s id=%d sent_bytes=%llu recv_bytes=%llu sent_msgs=%llu "
+              "recv_msgs=%llu malformed=%llu copied_bytes=%llu\n",
+              c.Describe().c_str(), tier.name().c_str(), tier.my_id(),
+              static_cast<unsigned long long>(s.bytes_sent.load()),
+              static_cast<unsigned long long>(s.bytes_received.load()),
+              static_cast<unsigned long long>(s.messages_sent.load()),
+              static_cast<unsigned long long>(s.messages_received.load()),
+              static_cast<unsigned long long>(s.malformed.load()),
+              static_cast<unsigned long long>(s.bytes_copied.load()));
+  std::fflush(stdout);
+}
+
+absl::Status RunScheduler(const Config& c) {
+  bool global = c.global_role == GlobalRole::kGlobalScheduler;
+  auto tier = Tier::Create(MakeTierOptions(c, global, TierRole::kScheduler));
+  if (!tier.ok()) return tier.status();
+  if (auto s = (*tier)->Start(); !s.ok()) return s;
+  absl::Status done = (*tier)->WaitDone();
+  if (done.ok()) log::Info("%s tier: every node exited; shutting down", (*tier)->name());
+  PrintTierStats(c, **tier);
+  return done;
+}
+
+namespace {
+
+// A failure in one tier stops the other: a party server whose workers died
+// must not leave the global tier waiting for its contribution.
+void LinkAborts(Tier& a, Tier& b) {
+  a.add_abort_handler([&b, name = a.name()](const std::string& why) {
+    b.Abort(absl::StrCat(name, " tier: ", why));
+  });
+  b.add_abort_handler([&a, name = b.name()](const std::string& why) {
+    a.Abort(absl::StrCat(name, " tier: ", why));
+  });
+}
+
+int CountTrainers(const Tier& tier) {
+  int n = 0;
+  for (const auto& w : tier.Members(TierRole::kWorker)) n += w.trains;
+  return n;
+}
+
+}  // namespace
+
+absl::Status RunServer(const Config& c) {
+  const bool has_global = c.in_global_tier();
+  const bool top = c.global_role != GlobalRole::kWorker;  // global server or single tier
+
+  // Declared so that the tiers (and their receive threads) go first.
+  std::unique_ptr<Aggregator> agg;
+  std::unique_ptr<KVClient> upstream;
+  std::unique_ptr<KVServer> global_server, local_server;
+  std::unique_ptr<Tier> global, local;
+
+  if (has_global) {
+    auto t = Tier::Create(MakeTierOptions(c, true, top ? TierRole::kServer : TierRole::kWorker));
+    if (!t.ok()) return t.status();
+    global = std::move(*t);
+  }
+  TierOptions lo = MakeTierOptions(c, false, TierRole::kServer);
+  auto lt = Tier::Create(lo);
+  if (!lt.ok()) return lt.status();
+  local = std::move(*lt);
+
+  if (global && !top) upstream = std::make_unique<KVClient>(*global);
+  agg = std::make_unique<Aggregator>(upstream.get());
+  auto handle = [a = agg.get()](KVRequest&& r) { a->Handle(std::move(r)); };
+  auto rule = [a = agg.get()](const RuleSpec& r) { return a->SetRule(r); };
+  local_server = std::make_unique<KVServer>(*local, handle, rule);
+  if (global && top) global_server = std::make_unique<KVServer>(*global, handle, rule);
+  if (global) LinkAborts(*global, *local);
+
+  if (global) {
+    if (!top) {
+      // The party is named by its scheduler's address: unique per party and
+      // the same for all of the party's servers.
+      global->mutable_self().party =
+          absl::StrFormat("%s:%d", c.local->scheduler_host, c.local->scheduler_port);
+    }
+    if (auto s = global->Start(); !s.ok()) return s;
+    // A global server keeps its global rank in the central party, so the
+    // key range it owns is the same in both tiers.
+    if (top) local->mutable_self().rank_hint = global->my_rank();
+  }
+  if (auto s = local->Start(); !s.ok()) {
+    if (global) global->Abort(absl::StrCat("local tier failed to start: ", s.message()));
+    return s;
+  }
+
+  int expected = CountTrainers(*local);
+  if (global && top) {
+    std::set<std::string> parties;
+    for (const auto& w : global->Members(TierRole::kWorker)) parties.insert(w.party);
+    expected += static_cast<int>(parties.size());
+    log::Info("global server rank %d: %d parties + %d central workers contribute per round",
+              global->my_rank(), parties.size(), CountTrainers(*local));
+  } else {
+    log::Info("server rank %d: %d workers contribute per round%s", local->my_rank(), expected,
+              top ? "" : "; party sums go to the global tier");
+  }
+  if (expected == 0) {
+    std::string why = "no training worker contributes: with DMLC_ENABLE_CENTRAL_WORKER=0 the "
+                      "central party needs parties (DMLC_NUM_GLOBAL_WORKER) to train";
+    local->Abort(why);
+    return absl::FailedPreconditionError(why);
+  }
+  agg->Start(expected);
+
+  absl::Status status = local->WaitTerminate();
+  if (status.ok() && global && top) status = global->WaitTerminate();
+  // Every worker we serve is gone; leave the global tier first so that the
+  // global servers see this party finish, then the party itself.
+  if (status.ok() && global) status = global->Finalize();
+  if (status.ok()) status = local->Finalize();
+  auto st = agg->stats();
+  log::Info("server done: %d key-rounds aggregated, %d bytes summed", st.rounds_completed,
+            st.bytes_aggregated);
+  PrintTierStats(c, *local);
+  if (global) PrintTierStats(c, *global);
+  return status;
+}
+
+}  // namespace geops

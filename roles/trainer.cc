@@ -1,0 +1,254 @@
+#include "roles/trainer.h"
+
+#include <cstdio>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "core/base/log.h"
+#include "core/cluster/tier.h"
+#include "core/kv/dtype_ops.h"
+#include "core/kv/kv_worker.h"
+#include "core/kv/partition.h"
+#include "roles/roles.h"
+#include "roles/tier_setup.h"
+
+namespace geops {
+namespace {
+
+absl::Status Bad(std::string_view name, std::string_view value, std::string_view expected) {
+  return absl::InvalidArgumentError(
+      absl::StrFormat("%s=\"%s\": expected %s", name, value, expected));
+}
+
+uint64_t Fnv1a(uint64_t h, const Buffer& b) {
+  for (size_t i = 0; i < b.size(); ++i) {
+    h ^= static_cast<uint8_t>(b.data()[i]);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+template <typename T>
+class Trainer {
+ public:
+  Trainer(const Config& c, const TrainerOptions& o) : c_(c), o_(o) {}
+
+  absl::Status Run() {
+    TierOptions to = MakeTierOptions(c_, false, TierRole::kWorker);
+    to.self.master = c_.master_worker;
+    to.self.trains = !c_.master_worker || c_.enable_central_worker;
+    auto t = Tier::Create(to);
+    if (!t.ok()) return t.status();
+    // The worker before the tier in destruction order: the tier's receive
+    // thread calls into it.
+    tier_ = std::move(*t);
+    kv_ = std::make_unique<KVWorker<T>>(*tier_);
+    if (auto s = tier_->Start(); !s.ok()) return s;
+    absl::Status s = Train(to.self.trains);
+    if (s.ok()) {
+      s = tier_->Finalize();
+    } else if (tier_->health().ok()) {
+      tier_->Abort(absl::StrFormat("worker rank %d: %s", tier_->my_rank(), s.message()));
+    }
+    PrintTierStats(c_, *tier_);
+    kv_.reset();
+    tier_.reset();
+    return s;
+  }
+
+ private:
+  absl::Status Train(bool trains) {
+    const size_t nkeys = o_.key_sizes.size();
+    for (size_t k = 0; k < nkeys; ++k) keys_.push_back(SpreadKey(k, nkeys));
+    size_t total = 0;
+    for (int n : o_.key_sizes) total += n;
+    bytes_per_round_ = total * sizeof(T);
+
+    if (c_.master_worker) {
+      if (auto s = kv_->Wait(kv_->SetRule(o_.rule)); !s.ok()) return s;
+      std::vector<T> init(total);
+      ForEach([&](size_t k, size_t i, size_t at) { init[at] = static_cast<T>(InitValue(k, i)); });
+      if (auto s = kv_->Wait(kv_->Init(keys_, init, o_.key_sizes)); !s.ok()) return s;
+      log::Info("master worker: rule %s, %d keys (%d bytes) initialised",
+                o_.rule.rule == UpdateRule::kSgd ? "sgd" : "sum", nkeys, bytes_per_round_);
+    }
+    if (!trains) {
+      std::printf("geops-worker rank=%d master=1 trained=0 keys=%zu init_bytes=%zu\n",
+                  tier_->my_rank(), nkeys, bytes_per_round_);
+      return absl::OkStatus();
+    }
+
+    // Where this worker sits among its tier's trainers, for the skew term.
+    int index = 0, count = 0;
+    for (const auto& w : tier_->Members(TierRole::kWorker)) {
+      if (!w.trains) continue;
+      if (w.id == tier_->my_id()) index = count;
+      ++count;
+    }
+    const int64_t all = c_.num_all_workers > 0 ? c_.num_all_workers : count;
+
+    // Round 0: everyone starts from the master worker's initial values.
+    std::vector<Buffer> got;
+    if (auto s = kv_->Wait(kv_->ZPull(keys_, &got)); !s.ok()) return s;
+    std::vector<std::vector<T>> expect(nkeys);
+    for (size_t k = 0; k < nkeys; ++k) {
+      expect[k].resize(o_.key_sizes[k]);
+      for (size_t i = 0; i < expect[k].size(); ++i) expect[k][i] = static_cast<T>(InitValue(k, i));
+    }
+    Check(0, got, expect);
+
+    absl::Time start = absl::Now();
+    for (int r = 1; r <= o_.rounds; ++r) {
+      absl::Time t0 = absl::Now();
+      Buffer grads = Buffer::Allocate(bytes_per_round_);
+      ForEach([&](size_t k, size_t i, size_t at) {
+        StoreAt<T>(grads.data(), at,
+                   static_cast<T>(BaseGradient(r, k, i) + SkewGradient(r, k, i, index, count)));
+      });
+      if (auto s = kv_->Wait(kv_->ZPushPull(keys_, grads, &got, o_.key_sizes)); !s.ok()) {
+        return s;
+      }
+      for (size_t k = 0; k < nkeys; ++k) {
+        for (size_t i = 0; i < expect[k].size(); ++i) {
+          T sum = static_cast<T>(all * BaseGradient(r, k, i));
+          expect[k][i] = o_.rule.rule == UpdateRule::kSgd
+                             ? static_cast<T>(expect[k][i] - static_cast<T>(o_.rule.learning_rate) * sum)
+                             : sum;
+        }
+      }
+      Check(r, got, expect);
+      if (o_.progress) {
+        std::printf("round %d/%d: pushed %zu bytes, pulled the %s result of %lld workers in %.1f "
+                    "ms, %s\n",
+                    r, o_.rounds, bytes_per_round_,
+                    o_.rule.rule == UpdateRule::kSgd ? "sgd" : "summed",
+                    static_cast<long long>(all), absl::ToDoubleMilliseconds(absl::Now() - t0),
+                    mismatches_ == 0 ? "exact" : "MISMATCH");
+        std::fflush(stdout);
+      }
+    }
+    uint64_t checksum = 1469598103934665603ull;
+    for (const auto& b : got) checksum = Fnv1a(checksum, b);
+    double secs = absl::ToDoubleSeconds(absl::Now() - start);
+    std::printf("geops-worker rank=%d master=%d trained=1 rounds=%d keys=%zu values_checked=%llu "
+                "mismatches=%llu checksum=%016llx push_bytes=%zu seconds=%.3f\n",
+                tier_->my_rank(), c_.master_worker ? 1 : 0, o_.rounds, nkeys,
+                static_cast<unsigned long long>(checked_),
+                static_cast<unsigned long long>(mismatches_),
+                static_cast<unsigned long long>(checksum), bytes_per_round_ * o_.rounds, secs);
+    std::fflush(stdout);
+    if (mismatches_ != 0) {
+      return absl::DataLossError(absl::StrFormat("%d values differ from the exact global result",
+                                                 mismatches_));
+    }
+    return absl::OkStatus();
+  }
+
+  template <typename F>
+  void ForEach(F&& f) {
+    size_t at = 0;
+    for (size_t k = 0; k < o_.key_sizes.size(); ++k) {
+      for (int i = 0; i < o_.key_sizes[k]; ++i) f(k, static_cast<size_t>(i), at++);
+    }
+  }
+
+  void Check(int round, const std::vector<Buffer>& got, const std::vector<std::vector<T>>& want) {
+    for (size_t k = 0; k < want.size(); ++k) {
+      if (got.size() <= k || got[k].size() != want[k].size() * sizeof(T)) {
+        ++mismatches_;
+        log::Error("round %d key %d: got %d bytes, want %d", round, k,
+                   got.size() <= k ? 0 : got[k].size(), want[k].size() * sizeof(T));
+        continue;
+      }
+      for (size_t i = 0; i < want[k].size(); ++i) {
+        ++checked_;
+        T v = LoadAt<T>(got[k].data(), i);
+        // Bitwise: the sums are of small integers, so they are exact.
+        if (std::memcmp(&v, &want[k][i], sizeof(T)) != 0) {
+          if (++mismatches_ <= 5) {
+            log::Error("round %d key %d element %d: got %s, want %s", round, k, i,
+                       absl::StrCat(v), absl::StrCat(want[k][i]));
+          }
+        }
+      }
+    }
+  }
+
+  const Config& c_;
+  const TrainerOptions& o_;
+  std::unique_ptr<Tier> tier_;
+  std::unique_ptr<KVWorker<T>> kv_;
+  std::vector<Key> keys_;
+  size_t bytes_per_round_ = 0;
+  uint64_t checked_ = 0;
+  uint64_t mismatches_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<TrainerOptions> ParseTrainerOptions(const EnvLookup& env) {
+  TrainerOptions o;
+  auto get = [&](std::string_view name) -> std::optional<std::string> {
+    auto v = env(name);
+    if (!v || v->empty()) return std::nullopt;
+    return std::string(absl::StripAsciiWhitespace(*v));
+  };
+  if (auto v = get("GEOPS_ROUNDS")) {
+    if (!absl::SimpleAtoi(*v, &o.rounds) || o.rounds < 0 || o.rounds > 10000000) {
+      return Bad("GEOPS_ROUNDS", *v, "an integer in 0..10000000");
+    }
+  }
+  if (auto v = get("GEOPS_KEY_SIZES")) {
+    o.key_sizes.clear();
+    for (absl::string_view part : absl::StrSplit(*v, ',')) {
+      int n = 0;
+      if (!absl::SimpleAtoi(part, &n) || n < 1 || n > (1 << 28)) {
+        return Bad("GEOPS_KEY_SIZES", *v,
+                   "comma-separated element counts, each in 1..268435456");
+      }
+      o.key_sizes.push_back(n);
+    }
+  }
+  if (auto v = get("GEOPS_DTYPE")) {
+    std::string d = absl::AsciiStrToLower(*v);
+    if (d == "float32") o.dtype = DType::kFloat32;
+    else if (d == "float64") o.dtype = DType::kFloat64;
+    else if (d == "int32") o.dtype = DType::kInt32;
+    else if (d == "int64") o.dtype = DType::kInt64;
+    else return Bad("GEOPS_DTYPE", *v, "float32, float64, int32 or int64");
+  }
+  if (auto v = get("GEOPS_RULE")) {
+    std::string r = absl::AsciiStrToLower(*v);
+    if (r == "sum") o.rule.rule = UpdateRule::kSum;
+    else if (r == "sgd") o.rule.rule = UpdateRule::kSgd;
+    else return Bad("GEOPS_RULE", *v, "sum or sgd");
+  }
+  o.rule.learning_rate = o.rule.rule == UpdateRule::kSgd ? 0.5 : 0;
+  if (auto v = get("GEOPS_LR")) {
+    double lr = 0;
+    if (!absl::SimpleAtod(*v, &lr) || !(lr > 0) || lr > 1e6) {
+      return Bad("GEOPS_LR", *v, "a learning rate > 0");
+    }
+    if (o.rule.rule == UpdateRule::kSgd) o.rule.learning_rate = lr;
+  }
+  if (o.rule.rule == UpdateRule::kSgd && o.dtype != DType::kFloat32 &&
+      o.dtype != DType::kFloat64) {
+    return Bad("GEOPS_DTYPE", DTypeName(o.dtype), "float32 or float64 with GEOPS_RULE=sgd");
+  }
+  if (auto v = get("GEOPS_PROGRESS")) {
+    if (*v != "0" && *v != "1") return Bad("GEOPS_PROGRESS", *v, "0 or 1");
+    o.progress = *v == "1";
+  }
+  return o;
+}
+
+absl::Status RunTrainer(const Config& config, const TrainerOptions& options) {
+  return VisitDType(options.dtype, [&](auto zero) {
+    return Trainer<decltype(zero)>(config, options).Run();
+  });
+}
+
+}  // namespace geops

@@ -1,0 +1,230 @@
+#include "transport/tcp_transport.h"
+
+#include <zmq.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "core/base/log.h"
+#include "core/wire/codec.h"
+
+namespace geops {
+namespace {
+
+absl::Status ZmqError(const std::string& what) {
+  return absl::UnavailableError(absl::StrFormat("%s: %s", what, zmq_strerror(zmq_errno())));
+}
+
+// ZeroMQ calls this from its I/O thread once a frame has left; dropping the
+// Buffer reference it carried is what returns the memory to its owner.
+void ReleaseBuffer(void* /*data*/, void* hint) { delete static_cast<Buffer*>(hint); }
+
+int SetInt(void* socket, int option, int value) {
+  return zmq_setsockopt(socket, option, &value, sizeof(value));
+}
+
+// A received frame, owned by a heap zmq_msg_t that lives as long as the Buffer.
+Buffer AdoptFrame(zmq_msg_t* frame) {
+  void* data = zmq_msg_data(frame);
+  size_t size = zmq_msg_size(frame);
+  return Buffer::Wrap(data, size, [frame] {
+    zmq_msg_close(frame);
+    delete frame;
+  });
+}
+
+}  // namespace
+
+void TcpTransport::ContextDeleter::operator()(void* ctx) const { zmq_ctx_term(ctx); }
+void TcpTransport::SocketDeleter::operator()(void* sock) const { zmq_close(sock); }
+
+TcpTransport::TcpTransport() : context_(zmq_ctx_new()) {
+  // Pending frames hold application Buffers; let teardown flush them briefly
+  // rather than drop the final EXIT of an orderly shutdown.
+  zmq_ctx_set(context_.get(), ZMQ_MAX_SOCKETS, 65536);
+}
+
+TcpTransport::~TcpTransport() {
+  Shutdown();
+  std::unique_lock lock(peers_mu_);
+  peers_.clear();
+  receiver_.reset();
+}
+
+absl::StatusOr<int> TcpTransport::Listen(const std::string& host, int port) {
+  SocketPtr sock(zmq_socket(context_.get(), ZMQ_ROUTER));
+  if (!sock) return ZmqError("zmq_socket(ROUTER)");
+  SetInt(sock.get(), ZMQ_RCVHWM, 0);
+  SetInt(sock.get(), ZMQ_LINGER, 0);
+  std::string endpoint = absl::StrFormat("tcp://%s:%s", host, port == 0 ? "*" : std::to_string(port));
+  if (port == 0) endpoint = absl::StrFormat("tcp://%s:*", host);
+  if (zmq_bind(sock.get(), endpoint.c_str()) != 0) {
+    int err = zmq_errno();
+    if (err == EADDRINUSE) {
+      return absl::UnavailableError(absl::StrFormat(
+          "cannot listen on %s:%d: the port is already in use (another geops or a stale "
+          "process?)", host, port));
+    }
+    return absl::UnavailableError(absl::StrFormat(
+        "cannot listen on %s:%d: %s (is %s an address of this host? see DMLC_NODE_HOST)", host,
+        port, zmq_strerror(err), host));
+  }
+  char last[256];
+  size_t len = sizeof(last);
+  zmq_getsockopt(sock.get(), ZMQ_LAST_ENDPOINT, last, &len);
+  std::string bound(last);
+  int bound_port = std::stoi(bound.substr(bound.rfind(':') + 1));
+  receiver_ = std::move(sock);
+  log::Verbose(1, "tcp: listening on %s:%d", host, bound_port);
+  return bound_port;
+}
+
+absl::Status TcpTransport::Connect(int peer_id, const std::string& host, int port) {
+  SocketPtr sock(zmq_socket(context_.get(), ZMQ_DEALER));
+  if (!sock) return ZmqError("zmq_socket(DEALER)");
+  SetInt(sock.get(), ZMQ_SNDHWM, 0);
+  SetInt(sock.get(), ZMQ_LINGER, 2000);
+  SetInt(sock.get(), ZMQ_RECONNECT_IVL, 100);
+  SetInt(sock.get(), ZMQ_RECONNECT_IVL_MAX, 1000);
+  SetInt(sock.get(), ZMQ_TCP_KEEPALIVE, 1);
+  std::string endpoint = absl::StrFormat("tcp://%s:%d", host, port);
+  if (zmq_connect(sock.get(), endpoint.c_str()) != 0) {
+    return ZmqError("connect to " + endpoint);
+  }
+  auto peer = std::make_shared<Peer>();
+  peer->socket = std::move(sock);
+  std::unique_lock lock(peers_mu_);
+  peers_[peer_id] = std::move(peer);
+  log::Verbose(1, "tcp: connected to node %d at %s", peer_id, endpoint);
+  return absl::OkStatus();
+}
+
+absl::Status TcpTransport::Send(const Message& msg) {
+  std::shared_ptr<Peer> peer;
+  {
+    std::shared_lock lock(peers_mu_);
+    auto it = peers_.find(msg.header.recipient);
+    if (it == peers_.end()) {
+      return absl::NotFoundError(
+          absl::StrFormat("no connection to node %d", msg.header.recipient));
+    }
+    peer = it->second;
+  }
+  Buffer header = wire::EncodeHeader(msg);
+  std::vector<const Buffer*> frames;
+  frames.reserve(msg.segments.size() + 1);
+  frames.push_back(&header);
+  for (const auto& s : msg.segments) frames.push_back(&s);
+
+  std::lock_guard<std::mutex> lock(peer->mu);
+  for (size_t i = 0; i < frames.size(); ++i) {
+    zmq_msg_t frame;
+    const Buffer& b = *frames[i];
+    if (b.empty()) {
+      zmq_msg_init(&frame);
+    } else {
+      zmq_msg_init_data(&frame, b.data(), b.size(), ReleaseBuffer, new Buffer(b));
+    }
+    int more = i + 1 < frames.size() ? ZMQ_SNDMORE : 0;
+    int rc;
+    do {
+      rc = zmq_msg_send(&frame, peer->socket.get(), more);
+    } while (rc < 0 && zmq_errno() == EINTR);
+    if (rc < 0) {
+      zmq_msg_close(&frame);
+      // A multipart message is atomic in ZeroMQ: the parts queued so far are
+      // discarded with the socket's pending message, so nothing half-sent
+      // reaches the peer.
+      return ZmqError(absl::StrFormat("send to node %d", msg.header.recipient));
+    }
+  }
+  stats_.messages_sent.fetch_add(1, std::memory_order_relaxed);
+  stats_.bytes_sent.fetch_add(header.size() + msg.payload_bytes(), std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+void TcpTransport::Drain() {
+  int more = 1;
+  size_t len = sizeof(more);
+  while (zmq_getsockopt(receiver_.get(), ZMQ_RCVMORE, &more, &len) == 0 && more) {
+    zmq_msg_t f;
+    zmq_msg_init(&f);
+    zmq_msg_recv(&f, receiver_.get(), 0);
+    zmq_msg_close(&f);
+  }
+}
+
+absl::StatusOr<Message> TcpTransport::ReadMessage() {
+  // Frame 0 (the sender's routing identity) is already consumed.
+  std::vector<Buffer> frames;
+  size_t bytes = 0;
+  for (;;) {
+    int more = 0;
+    size_t len = sizeof(more);
+    zmq_getsockopt(receiver_.get(), ZMQ_RCVMORE, &more, &len);
+    if (!more) break;
+    if (frames.size() > wire::kMaxSegments + 1) {
+      Drain();
+      return absl::DataLossError("malformed message: too many frames");
+    }
+    auto* frame = new zmq_msg_t;
+    zmq_msg_init(frame);
+    if (zmq_msg_recv(frame, receiver_.get(), 0) < 0) {
+      zmq_msg_close(frame);
+      delete frame;
+      return ZmqError("receive");
+    }
+    bytes += zmq_msg_size(frame);
+    frames.push_back(AdoptFrame(frame));
+  }
+  stats_.bytes_received.fetch_add(bytes, std::memory_order_relaxed);
+  if (frames.empty()) return absl::DataLossError("malformed message: no header frame");
+  Buffer header = std::move(frames.front());
+  frames.erase(frames.begin());
+  return wire::Decode({header.data(), header.size()}, std::move(frames));
+}
+
+absl::StatusOr<Message> TcpTransport::Receive(absl::Duration timeout) {
+  if (!receiver_) return absl::FailedPreconditionError("Receive() before Listen()");
+  absl::Time deadline = absl::Now() + timeout;
+  for (;;) {
+    if (shutdown_.load()) return absl::CancelledError("transport shut down");
+    // Poll in short slices so that Shutdown() from another thread is seen
+    // promptly without touching this thread's socket.
+    absl::Duration left = deadline - absl::Now();
+    long slice_ms = std::clamp<long>(absl::ToInt64Milliseconds(left), 0, 50);
+    zmq_pollitem_t item{receiver_.get(), 0, ZMQ_POLLIN, 0};
+    int rc = zmq_poll(&item, 1, slice_ms);
+    if (rc < 0) {
+      if (zmq_errno() == EINTR) continue;
+      return ZmqError("poll");
+    }
+    if (rc == 0) {
+      if (absl::Now() >= deadline) return absl::DeadlineExceededError("no message");
+      continue;
+    }
+    zmq_msg_t identity;
+    zmq_msg_init(&identity);
+    int got = zmq_msg_recv(&identity, receiver_.get(), ZMQ_DONTWAIT);
+    zmq_msg_close(&identity);
+    if (got < 0) continue;
+    auto msg = ReadMessage();
+    if (!msg.ok()) {
+      if (absl::IsDataLoss(msg.status())) {
+        stats_.malformed.fetch_add(1, std::memory_order_relaxed);
+        log::Warn("tcp: dropped a message (%d dropped so far): %s", stats_.malformed.load(),
+                  msg.status().message());
+        continue;
+      }
+      return msg.status();
+    }
+    stats_.messages_received.fetch_add(1, std::memory_order_relaxed);
+    return msg;
+  }
+}
+
+void TcpTransport::Shutdown() { shutdown_.store(true); }
+
+}  // namespace geops

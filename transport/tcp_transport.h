@@ -1,0 +1,54 @@
+// TCP transport on ZeroMQ: one ROUTER socket receives from every peer, one
+// DEALER per peer sends. Payload Buffers go to ZeroMQ by reference
+// (zmq_msg_init_data) and received frames come back as Buffers over the
+// ZeroMQ message itself, so neither direction copies in user space.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+
+#include "transport/transport.h"
+
+namespace geops {
+
+class TcpTransport final : public Transport {
+ public:
+  TcpTransport();
+  ~TcpTransport() override;
+
+  const char* name() const override { return "tcp"; }
+  absl::StatusOr<int> Listen(const std::string& host, int port) override;
+  absl::Status Connect(int peer_id, const std::string& host, int port) override;
+  absl::Status Send(const Message& msg) override;
+  absl::StatusOr<Message> Receive(absl::Duration timeout) override;
+  void Shutdown() override;
+
+ private:
+  // RAII owners of ZeroMQ handles.
+  struct ContextDeleter {
+    void operator()(void* ctx) const;
+  };
+  struct SocketDeleter {
+    void operator()(void* sock) const;
+  };
+  using ContextPtr = std::unique_ptr<void, ContextDeleter>;
+  using SocketPtr = std::unique_ptr<void, SocketDeleter>;
+  struct Peer {
+    std::mutex mu;  // a ZeroMQ socket is not thread-safe
+    SocketPtr socket;
+  };
+
+  // Reads the rest of a multipart message after the identity frame.
+  absl::StatusOr<Message> ReadMessage();
+  void Drain();
+
+  ContextPtr context_;
+  SocketPtr receiver_;  // used only by the Receive() thread
+  std::shared_mutex peers_mu_;
+  std::map<int, std::shared_ptr<Peer>> peers_;
+  std::atomic<bool> shutdown_{false};
+};
+
+}  // namespace geops

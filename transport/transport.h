@@ -1,0 +1,77 @@
+// Transport: the one seam between the cluster logic and the network.
+//
+// A transport listens on one address, opens a send path per peer id and
+// delivers whole Messages. Implementations never copy payload bytes they can
+// avoid and count the ones they cannot (stats().bytes_copied), so tests can
+// hold the zero-copy contract to account.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/base/buffer.h"
+#include "core/base/config.h"
+#include "core/wire/message.h"
+
+namespace geops {
+
+struct TransportStats {
+  std::atomic<uint64_t> messages_sent{0};
+  std::atomic<uint64_t> messages_received{0};
+  std::atomic<uint64_t> bytes_sent{0};      // header + payload
+  std::atomic<uint64_t> bytes_received{0};
+  std::atomic<uint64_t> malformed{0};       // dropped by the decoder
+  std::atomic<uint64_t> bytes_copied{0};    // payload bytes copied in user space
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  Transport() = default;
+  Transport(const Transport&) = delete;
+  Transport& operator=(const Transport&) = delete;
+
+  virtual const char* name() const = 0;
+
+  // Starts accepting on host:port (port 0: an ephemeral port); returns the
+  // port actually bound.
+  virtual absl::StatusOr<int> Listen(const std::string& host, int port) = 0;
+
+  // Opens the send path to `peer_id`. Connecting an id again replaces its
+  // path (a node table may move an id to a new address).
+  virtual absl::Status Connect(int peer_id, const std::string& host, int port) = 0;
+
+  // Queues `msg` for msg.header.recipient. The segments' Buffers are kept
+  // alive until the bytes have left, then released; the caller must not
+  // write to them meanwhile.
+  virtual absl::Status Send(const Message& msg) = 0;
+
+  // Waits up to `timeout` for the next well-formed message. Returns
+  // DeadlineExceeded when none came and Cancelled after Shutdown(). Malformed
+  // input is counted in stats(), logged and skipped, never returned.
+  virtual absl::StatusOr<Message> Receive(absl::Duration timeout) = 0;
+
+  // Makes `buf` eligible for zero-copy transfer (RDMA registration, cached
+  // by address range). A no-op for transports that need none.
+  virtual absl::Status Register(const Buffer& buf) { return absl::OkStatus(); }
+
+  // Unblocks Receive() for good. Pending sends are still flushed (briefly)
+  // when the transport is destroyed.
+  virtual void Shutdown() = 0;
+
+  const TransportStats& stats() const { return stats_; }
+
+ protected:
+  TransportStats stats_;
+};
+
+// The transport for `type`; a clear error when this build or machine cannot
+// provide it.
+absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(VanType type);
+
+}  // namespace geops
