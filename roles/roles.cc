@@ -14,20 +14,6 @@
 
 namespace geops {
 
-TierOptions MakeTierOptions(const Config& c, bool global, TierRole role) {
-  TierOptions o;
-  o.name = global ? "global" : "local";
-  o.role = role;
-  o.cluster = global ? *c.global : *c.local;
-  o.host = c.node_host;
-  o.port = global ? 0 : c.port;
-  o.van = global ? VanType::kTcp : c.local_van;
-  o.heartbeat_interval = c.heartbeat_interval;
-  o.heartbeat_timeout = c.heartbeat_timeout;
-  o.startup_timeout = c.startup_timeout;
-  return o;
-}
-
 void PrintTierStats(const Config& c, const Tier& tier) {
   const TransportStats& s = tier.stats();
   // One parsable line per tier on stdout: the launcher adds them up.

@@ -1,5 +1,5 @@
-// Shared by the roles: a TierOptions from the Config, and the per-tier
-// stats line every process prints when it ends.
+// The per-tier stats line every geops process prints when it ends; the
+// launcher adds them up.
 #pragma once
 
 #include "core/base/config.h"
@@ -7,7 +7,6 @@
 
 namespace geops {
 
-TierOptions MakeTierOptions(const Config& c, bool global, TierRole role);
 void PrintTierStats(const Config& c, const Tier& tier);
 
 }  // namespace geops

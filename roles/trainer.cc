@@ -42,8 +42,6 @@ class Trainer {
     to.self.trains = !c_.master_worker || c_.enable_central_worker;
     auto t = Tier::Create(to);
     if (!t.ok()) return t.status();
-    // The worker before the tier in destruction order: the tier's receive
-    // thread calls into it.
     tier_ = std::move(*t);
     kv_ = std::make_unique<KVWorker<T>>(*tier_);
     if (auto s = tier_->Start(); !s.ok()) return s;
@@ -54,8 +52,9 @@ class Trainer {
       tier_->Abort(absl::StrFormat("worker rank %d: %s", tier_->my_rank(), s.message()));
     }
     PrintTierStats(c_, *tier_);
-    kv_.reset();
+    // The tier first: its receive thread calls into the worker until joined.
     tier_.reset();
+    kv_.reset();
     return s;
   }
 
@@ -179,8 +178,9 @@ class Trainer {
 
   const Config& c_;
   const TrainerOptions& o_;
-  std::unique_ptr<Tier> tier_;
+  // Destroyed in reverse: the tier (and its receive thread) before the worker.
   std::unique_ptr<KVWorker<T>> kv_;
+  std::unique_ptr<Tier> tier_;
   std::vector<Key> keys_;
   size_t bytes_per_round_ = 0;
   uint64_t checked_ = 0;

@@ -1,1 +1,205 @@
 #include <catch2/catch.hpp>
+#include <map>
+#include <string>
+
+#include "core/base/config.h"
+
+using namespace geops;
+using Env = std::map<std::string, std::string>;
+
+namespace {
+
+absl::StatusOr<Config> Parse(const Env& env) {
+  return ParseConfig([&](std::string_view name) -> std::optional<std::string> {
+    auto it = env.find(std::string(name));
+    if (it == env.end()) return std::nullopt;
+    return it->second;
+  });
+}
+
+Env Local(std::string role) {
+  return {{"DMLC_ROLE", role},
+          {"DMLC_PS_ROOT_URI", "127.0.0.1"},
+          {"DMLC_PS_ROOT_PORT", "9000"},
+          {"DMLC_NUM_SERVER", "2"},
+          {"DMLC_NUM_WORKER", "3"}};
+}
+
+Env Global(Env e) {
+  e["DMLC_PS_GLOBAL_ROOT_URI"] = "127.0.0.1";
+  e["DMLC_PS_GLOBAL_ROOT_PORT"] = "9100";
+  e["DMLC_NUM_GLOBAL_SERVER"] = "1";
+  e["DMLC_NUM_GLOBAL_WORKER"] = "4";
+  return e;
+}
+
+// The error names the variable and the value, on one line.
+void RequireError(const Env& env, const std::string& variable, const std::string& value) {
+  auto c = Parse(env);
+  REQUIRE_FALSE(c.ok());
+  std::string msg(c.status().message());
+  INFO(msg);
+  REQUIRE(msg.find(variable) != std::string::npos);
+  REQUIRE(msg.find(value) != std::string::npos);
+  REQUIRE(msg.find('\n') == std::string::npos);
+}
+
+}  // namespace
+
+TEST_CASE("a party worker parses with its tier and defaults") {
+  auto c = Parse(Local("worker"));
+  REQUIRE(c.ok());
+  REQUIRE(c->role == Role::kWorker);
+  REQUIRE(c->global_role == GlobalRole::kNone);
+  REQUIRE(c->local->scheduler_port == 9000);
+  REQUIRE(c->local->num_servers == 2);
+  REQUIRE(c->local->num_workers == 3);
+  REQUIRE(c->node_host == "127.0.0.1");
+  REQUIRE(c->local_van == VanType::kTcp);
+  REQUIRE_FALSE(c->global.has_value());
+}
+
+TEST_CASE("a server with a global scheduler address is a global-tier worker") {
+  auto c = Parse(Global(Local("server")));
+  REQUIRE(c.ok());
+  REQUIRE(c->global_role == GlobalRole::kWorker);
+  REQUIRE(c->global->num_workers == 4);
+  REQUIRE(c->global->scheduler_port == 9100);
+}
+
+TEST_CASE("global server and global scheduler") {
+  Env gs = Global(Local("server"));
+  gs["DMLC_ROLE_GLOBAL"] = "global_server";
+  auto c = Parse(gs);
+  REQUIRE(c.ok());
+  REQUIRE(c->global_role == GlobalRole::kGlobalServer);
+
+  Env sched = {{"DMLC_ROLE_GLOBAL", "global_scheduler"},
+               {"DMLC_PS_GLOBAL_ROOT_URI", "127.0.0.1"},
+               {"DMLC_PS_GLOBAL_ROOT_PORT", "9100"},
+               {"DMLC_NUM_SERVER", "2"},
+               {"DMLC_NUM_WORKER", "5"}};
+  auto s = Parse(sched);
+  REQUIRE(s.ok());
+  REQUIRE_FALSE(s->role.has_value());
+  // The seed's fallback: the global scheduler's counts from DMLC_NUM_*.
+  REQUIRE(s->global->num_servers == 2);
+  REQUIRE(s->global->num_workers == 5);
+}
+
+TEST_CASE("master worker, central workers, verbosity, van type") {
+  Env e = Local("worker");
+  e["DMLC_ROLE_MASTER_WORKER"] = "1";
+  e["DMLC_ENABLE_CENTRAL_WORKER"] = "1";
+  e["PS_VERBOSE"] = "2";
+  e["DMLC_PS_VAN_TYPE"] = "ibverbs";
+  auto c = Parse(e);
+  REQUIRE(c.ok());
+  REQUIRE(c->master_worker);
+  REQUIRE(c->enable_central_worker);
+  REQUIRE(c->verbose == 2);
+  REQUIRE(c->local_van == VanType::kRdma);
+  e.erase("DMLC_PS_VAN_TYPE");
+  e["DMLC_ENABLE_RDMA"] = "1";
+  REQUIRE(Parse(e)->local_van == VanType::kRdma);
+}
+
+TEST_CASE("every bad value is named with its value and what is expected") {
+  Env e = Local("worker");
+  e["DMLC_ROLE"] = "boss";
+  RequireError(e, "DMLC_ROLE", "boss");
+
+  e = Local("worker");
+  e["DMLC_PS_ROOT_PORT"] = "70000";
+  RequireError(e, "DMLC_PS_ROOT_PORT", "70000");
+
+  e = Local("worker");
+  e["DMLC_PS_ROOT_PORT"] = "12ab";
+  RequireError(e, "DMLC_PS_ROOT_PORT", "12ab");
+
+  e = Local("server");
+  e["DMLC_ROLE_MASTER_WORKER"] = "1";
+  RequireError(e, "DMLC_ROLE", "server");
+
+  e = Local("worker");
+  e["DMLC_ROLE_MASTER_WORKER"] = "maybe";
+  RequireError(e, "DMLC_ROLE_MASTER_WORKER", "maybe");
+
+  e = Local("server");
+  e["DMLC_ROLE_GLOBAL"] = "global_server";  // but no global scheduler address
+  RequireError(e, "DMLC_PS_GLOBAL_ROOT_URI", "not set");
+
+  e = Local("worker");
+  e["DMLC_ROLE_GLOBAL"] = "global_server";
+  RequireError(e, "DMLC_ROLE", "worker");
+
+  e = Local("worker");
+  e["DMLC_ROLE_GLOBAL"] = "emperor";
+  RequireError(e, "DMLC_ROLE_GLOBAL", "emperor");
+
+  e = Local("worker");
+  e.erase("DMLC_NUM_WORKER");
+  RequireError(e, "DMLC_NUM_WORKER", "not set");
+
+  e = Local("worker");
+  e["DMLC_NUM_SERVER"] = "0";
+  RequireError(e, "DMLC_NUM_SERVER", "0");
+
+  e = Local("worker");
+  e["DMLC_NUM_ALL_WORKER"] = "2";  // fewer than this party's 3 workers
+  RequireError(e, "DMLC_NUM_ALL_WORKER", "2");
+
+  e = Local("worker");
+  e["PS_VERBOSE"] = "3";
+  RequireError(e, "PS_VERBOSE", "3");
+
+  e = Local("worker");
+  e["DMLC_NODE_HOST"] = "not-an-ip";
+  RequireError(e, "DMLC_NODE_HOST", "not-an-ip");
+
+  e = Local("worker");
+  e["DMLC_INTERFACE"] = "nosuchif0";
+  RequireError(e, "DMLC_INTERFACE", "nosuchif0");
+
+  e = Local("worker");
+  e["DMLC_PS_ROOT_URI"] = "no.such.host.invalid";
+  RequireError(e, "DMLC_PS_ROOT_URI", "no.such.host.invalid");
+
+  e = Local("worker");
+  e["DMLC_PS_VAN_TYPE"] = "carrier-pigeon";
+  RequireError(e, "DMLC_PS_VAN_TYPE", "carrier-pigeon");
+
+  e = Local("worker");
+  e["PS_HEARTBEAT_INTERVAL"] = "5";
+  e["PS_HEARTBEAT_TIMEOUT"] = "6";
+  RequireError(e, "PS_HEARTBEAT_TIMEOUT", "6s");
+
+  e = Local("worker");
+  e["PORT"] = "-1";
+  RequireError(e, "PORT", "-1");
+
+  RequireError({}, "DMLC_ROLE", "not set");
+}
+
+TEST_CASE("DMLC_INTERFACE picks the interface's address") {
+  Env e = Local("worker");
+  e["DMLC_INTERFACE"] = "lo";
+  auto c = Parse(e);
+  REQUIRE(c.ok());
+  REQUIRE(c->node_host == "127.0.0.1");
+}
+
+TEST_CASE("--help text documents every variable") {
+  std::string help = ConfigHelp();
+  for (const char* v :
+       {"DMLC_ROLE", "DMLC_ROLE_GLOBAL", "DMLC_ROLE_MASTER_WORKER", "DMLC_PS_ROOT_URI",
+        "DMLC_PS_ROOT_PORT", "DMLC_PS_GLOBAL_ROOT_URI", "DMLC_PS_GLOBAL_ROOT_PORT",
+        "DMLC_NUM_SERVER", "DMLC_NUM_WORKER", "DMLC_NUM_ALL_WORKER", "DMLC_ENABLE_CENTRAL_WORKER",
+        "PS_VERBOSE", "DMLC_NUM_GLOBAL_SERVER", "DMLC_NUM_GLOBAL_WORKER", "DMLC_INTERFACE",
+        "DMLC_NODE_HOST", "PORT", "DMLC_PS_VAN_TYPE", "DMLC_ENABLE_RDMA", "PS_HEARTBEAT_INTERVAL",
+        "PS_HEARTBEAT_TIMEOUT", "GEOPS_STARTUP_TIMEOUT", "GEOPS_ROUNDS", "GEOPS_KEY_SIZES",
+        "GEOPS_DTYPE", "GEOPS_RULE", "GEOPS_LR", "GEOPS_PROGRESS"}) {
+    INFO(v);
+    REQUIRE(help.find(v) != std::string::npos);
+  }
+}

@@ -23,6 +23,20 @@ constexpr absl::Duration kPollSlice = absl::Milliseconds(100);
 
 }  // namespace
 
+TierOptions MakeTierOptions(const Config& c, bool global, TierRole role) {
+  TierOptions o;
+  o.name = global ? "global" : "local";
+  o.role = role;
+  o.cluster = global ? *c.global : *c.local;
+  o.host = c.node_host;
+  o.port = global ? 0 : c.port;
+  o.van = global ? VanType::kTcp : c.local_van;
+  o.heartbeat_interval = c.heartbeat_interval;
+  o.heartbeat_timeout = c.heartbeat_timeout;
+  o.startup_timeout = c.startup_timeout;
+  return o;
+}
+
 absl::StatusOr<std::unique_ptr<Tier>> Tier::Create(TierOptions options) {
   // The global tier always runs over TCP (DESIGN.md); only a local tier
   // honours DMLC_PS_VAN_TYPE.

@@ -40,6 +40,10 @@ struct TierOptions {
   absl::Duration startup_timeout = absl::Seconds(300);
 };
 
+// The options of this process's local (global=false) or global tier, from
+// its Config: scheduler address, counts, own address, transport, timeouts.
+TierOptions MakeTierOptions(const Config& c, bool global, TierRole role);
+
 class Tier {
  public:
   using DataHandler = std::function<void(Message&&)>;

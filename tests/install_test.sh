@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs geops into a scratch prefix and builds a program against it with
+# find_package(geops), as a user's training program would.
+set -euo pipefail
+build_dir=$1
+source_dir=$2
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+cmake --install "$build_dir" --prefix "$scratch/prefix" >/dev/null
+test -x "$scratch/prefix/bin/geops"
+test -x "$scratch/prefix/bin/geops-launch"
+"$scratch/prefix/bin/geops" --help | grep -q DMLC_ROLE_MASTER_WORKER
+cmake -S "$source_dir/tests/consumer" -B "$scratch/consumer" \
+  -DCMAKE_PREFIX_PATH="$scratch/prefix" >/dev/null
+cmake --build "$scratch/consumer" >/dev/null
+"$scratch/consumer/consumer" | grep -q "consumer ok"
+echo "installed package found and linked"
