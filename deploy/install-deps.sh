@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what geops needs to build and test, from Debian bookworm only.
 set -euo pipefail
-packages=(build-essential cmake pkg-config libzmq3-dev libabsl-dev catch2)
+packages=(build-essential cmake pkg-config libzmq3-dev libabsl-dev catch2 libibverbs-dev librdmacm-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -53,3 +53,12 @@ TEST_CASE("Buffer carries the memory region of its owner to every view") {
   REQUIRE(s.region() != nullptr);
   REQUIRE(s.region()->lkey == 7);
 }
+
+TEST_CASE("Buffer::Whole recovers the owner's full range from a slice") {
+  Buffer b = Buffer::Allocate(100);
+  Buffer s = b.Slice(10, 5);
+  Buffer w = s.Whole();
+  REQUIRE(w.data() == b.data());
+  REQUIRE(w.size() == 100);
+  REQUIRE(Buffer().Whole().empty());
+}

@@ -1,17 +1,32 @@
 #include "transport/transport.h"
 
 #include "transport/tcp_transport.h"
+#ifdef GEOPS_HAVE_RDMA
+#include "transport/rdma_transport.h"
+#endif
 
 namespace geops {
 
-absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(VanType type) {
-  switch (type) {
+absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const TransportOptions& options) {
+  switch (options.van) {
     case VanType::kTcp:
       return std::unique_ptr<Transport>(std::make_unique<TcpTransport>());
-    case VanType::kRdma:
+    case VanType::kRdma: {
+#ifdef GEOPS_HAVE_RDMA
+      RdmaOptions o;
+      o.mem_limit = options.rdma_mem_limit;
+      o.slot_bytes = options.rdma_slot_bytes;
+      o.connect_timeout = options.connect_timeout;
+      auto t = RdmaTransport::Create(o);
+      if (!t.ok()) return t.status();
+      return std::unique_ptr<Transport>(std::move(*t));
+#else
       return absl::UnimplementedError(
           "DMLC_PS_VAN_TYPE=ibverbs / DMLC_ENABLE_RDMA: this build of geops has no RDMA "
-          "transport; unset the variable to run the local tier over TCP");
+          "transport (rdma-core headers were missing at build time: install libibverbs-dev "
+          "and librdmacm-dev and rebuild), or unset the variable to use TCP");
+#endif
+    }
   }
   return absl::InvalidArgumentError("unknown transport");
 }

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -60,6 +61,14 @@ class Transport {
   // by address range). A no-op for transports that need none.
   virtual absl::Status Register(const Buffer& buf) { return absl::OkStatus(); }
 
+  // Announces where the segments of the message that `peer_id` will send
+  // with `timestamp` should land (targets[i] for segment i + 1; segment 0,
+  // the keys, goes to transport memory). Returns false when this transport
+  // cannot place data (tcp): the caller then copies, and counts it.
+  virtual bool ExpectInto(int peer_id, int timestamp, std::vector<Buffer> targets) {
+    return false;
+  }
+
   // Unblocks Receive() for good. Pending sends are still flushed (briefly)
   // when the transport is destroyed.
   virtual void Shutdown() = 0;
@@ -70,8 +79,16 @@ class Transport {
   TransportStats stats_;
 };
 
-// The transport for `type`; a clear error when this build or machine cannot
-// provide it.
-absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(VanType type);
+struct TransportOptions {
+  VanType van = VanType::kTcp;
+  // rdma only.
+  size_t rdma_mem_limit = size_t{2} << 30;  // bound on registered bytes
+  size_t rdma_slot_bytes = 16 * 1024;       // larger messages use a rendezvous
+  absl::Duration connect_timeout = absl::Seconds(60);
+};
+
+// The transport asked for; a clear error when this build or machine cannot
+// provide it (no RDMA device, rdma-core missing at build time).
+absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const TransportOptions& options);
 
 }  // namespace geops

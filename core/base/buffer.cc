@@ -14,12 +14,16 @@ Buffer Buffer::Allocate(size_t size) {
   if (p == nullptr) throw std::bad_alloc();
   std::memset(p, 0, size);
   auto owner = std::make_shared<Owner>();
+  owner->base = static_cast<std::byte*>(p);
+  owner->size = size;
   owner->release = [p] { std::free(p); };
   return Buffer(std::move(owner), static_cast<std::byte*>(p), size);
 }
 
 Buffer Buffer::Wrap(void* data, size_t size, std::function<void()> release) {
   auto owner = std::make_shared<Owner>();
+  owner->base = static_cast<std::byte*>(data);
+  owner->size = size;
   owner->release = std::move(release);
   return Buffer(std::move(owner), static_cast<std::byte*>(data), size);
 }
@@ -34,6 +38,11 @@ Buffer Buffer::Slice(size_t offset, size_t length) const {
   offset = std::min(offset, size_);
   length = std::min(length, size_ - offset);
   return Buffer(owner_, data_ + offset, length);
+}
+
+Buffer Buffer::Whole() const {
+  if (!owner_) return Buffer();
+  return Buffer(owner_, owner_->base, owner_->size);
 }
 
 const MemoryRegion* Buffer::region() const {

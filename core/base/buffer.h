@@ -50,6 +50,10 @@ class Buffer {
     return {reinterpret_cast<T*>(data_), size_ / sizeof(T)};
   }
 
+  // The whole range the owner holds (what a transport registers once and
+  // reuses for every slice).
+  Buffer Whole() const;
+
   // Number of live views of the underlying owner (0 for an empty Buffer).
   long use_count() const { return owner_.use_count(); }
   // True when the data pointer is aligned for T, i.e. as<T>() is safe.
@@ -64,6 +68,8 @@ class Buffer {
 
  private:
   struct Owner {
+    std::byte* base = nullptr;
+    size_t size = 0;
     std::function<void()> release;
     std::shared_ptr<const MemoryRegion> region;
     ~Owner() {

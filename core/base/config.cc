@@ -356,6 +356,15 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
     }
   }
 
+  auto mem = GetInt(env, "GEOPS_RDMA_MEM_LIMIT", 64, 1 << 24,
+                    static_cast<int>(c.rdma_mem_limit >> 20), "");
+  if (!mem.ok()) return mem.status();
+  c.rdma_mem_limit = static_cast<size_t>(*mem) << 20;
+  auto slot = GetInt(env, "GEOPS_RDMA_SLOT_BYTES", 1024, 1 << 20,
+                     static_cast<int>(c.rdma_slot_bytes), "");
+  if (!slot.ok()) return slot.status();
+  c.rdma_slot_bytes = static_cast<size_t>(*slot);
+
   auto hb = GetSeconds(env, "PS_HEARTBEAT_INTERVAL", c.heartbeat_interval);
   if (!hb.ok()) return hb.status();
   c.heartbeat_interval = *hb;
@@ -424,6 +433,10 @@ Networking
   DMLC_PS_VAN_TYPE          zmq (default) | ibverbs: transport of the local tier.
   DMLC_ENABLE_RDMA          0 | 1 | ibverbs: same as DMLC_PS_VAN_TYPE=ibverbs.
                             The global tier always runs over TCP.
+  GEOPS_RDMA_MEM_LIMIT      MiB of memory the rdma transport may register
+                            (pin) in all (default 2048).
+  GEOPS_RDMA_SLOT_BYTES     receive slot size; larger messages move by RDMA
+                            write into registered memory (default 16384).
 
 Liveness
   PS_HEARTBEAT_INTERVAL     seconds between heartbeats (default 1).

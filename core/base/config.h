@@ -46,6 +46,8 @@ struct Config {
   std::string node_host = "127.0.0.1";
   int port = 0;  // 0: ephemeral
   VanType local_van = VanType::kTcp;
+  size_t rdma_mem_limit = size_t{2} << 30;  // GEOPS_RDMA_MEM_LIMIT (MiB in env)
+  size_t rdma_slot_bytes = 16 * 1024;       // GEOPS_RDMA_SLOT_BYTES
   absl::Duration heartbeat_interval = absl::Seconds(1);
   absl::Duration heartbeat_timeout = absl::Seconds(15);
   absl::Duration startup_timeout = absl::Seconds(300);

@@ -30,7 +30,12 @@ TierOptions MakeTierOptions(const Config& c, bool global, TierRole role) {
   o.cluster = global ? *c.global : *c.local;
   o.host = c.node_host;
   o.port = global ? 0 : c.port;
-  o.van = global ? VanType::kTcp : c.local_van;
+  // The global tier always runs over TCP (DESIGN.md); only a local tier
+  // honours DMLC_PS_VAN_TYPE / DMLC_ENABLE_RDMA.
+  o.transport.van = global ? VanType::kTcp : c.local_van;
+  o.transport.rdma_mem_limit = c.rdma_mem_limit;
+  o.transport.rdma_slot_bytes = c.rdma_slot_bytes;
+  o.transport.connect_timeout = c.startup_timeout;
   o.heartbeat_interval = c.heartbeat_interval;
   o.heartbeat_timeout = c.heartbeat_timeout;
   o.startup_timeout = c.startup_timeout;
@@ -38,9 +43,7 @@ TierOptions MakeTierOptions(const Config& c, bool global, TierRole role) {
 }
 
 absl::StatusOr<std::unique_ptr<Tier>> Tier::Create(TierOptions options) {
-  // The global tier always runs over TCP (DESIGN.md); only a local tier
-  // honours DMLC_PS_VAN_TYPE.
-  auto transport = MakeTransport(options.van);
+  auto transport = MakeTransport(options.transport);
   if (!transport.ok()) return transport.status();
   return std::unique_ptr<Tier>(new Tier(std::move(options), std::move(*transport)));
 }

@@ -34,7 +34,7 @@ struct TierOptions {
   std::string host = "127.0.0.1";  // where this node listens (not schedulers)
   int port = 0;
   NodeInfo self;                    // party, rank_hint, master, trains
-  VanType van = VanType::kTcp;
+  TransportOptions transport;
   absl::Duration heartbeat_interval = absl::Seconds(1);
   absl::Duration heartbeat_timeout = absl::Seconds(15);
   absl::Duration startup_timeout = absl::Seconds(300);

@@ -129,10 +129,7 @@ absl::Status CheckShape(const Message& m) {
   return absl::OkStatus();
 }
 
-struct Parsed {
-  Header header;
-  std::vector<uint64_t> lengths;
-};
+using Parsed = HeaderInfo;
 
 absl::StatusOr<Parsed> ParseHeader(std::span<const std::byte> b) {
   if (b.size() < kFixedHeaderBytes) {
@@ -174,6 +171,10 @@ absl::StatusOr<Parsed> ParseHeader(std::span<const std::byte> b) {
 }
 
 }  // namespace
+
+absl::StatusOr<HeaderInfo> DecodeHeader(std::span<const std::byte> header) {
+  return ParseHeader(header);
+}
 
 size_t EncodedHeaderSize(size_t segment_count) { return kFixedHeaderBytes + 8 * segment_count; }
 

@@ -29,6 +29,14 @@ size_t EncodedHeaderSize(size_t segment_count);
 // multipart). The segments are adopted without copying.
 absl::StatusOr<Message> Decode(std::span<const std::byte> header, std::vector<Buffer> segments);
 
+// Validates a header on its own and returns it with its segment lengths
+// (a transport that moves segments itself needs their sizes first).
+struct HeaderInfo {
+  Header header;
+  std::vector<uint64_t> lengths;
+};
+absl::StatusOr<HeaderInfo> DecodeHeader(std::span<const std::byte> header);
+
 // Decodes header and segments laid out back to back in one buffer; the
 // segments become slices of `frame`.
 absl::StatusOr<Message> DecodeFlat(const Buffer& frame);

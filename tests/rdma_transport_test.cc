@@ -1,0 +1,164 @@
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <thread>
+
+#include "rdma_env.h"
+#include "transport/rdma_transport.h"
+
+using namespace geops;
+
+namespace {
+
+Message Data(int to, int ts, std::vector<Buffer> values) {
+  Message m;
+  m.header.command = Command::kData;
+  m.header.recipient = to;
+  m.header.timestamp = ts;
+  m.header.flags = msgflag::kRequest | msgflag::kPush;
+  m.header.dtype = DType::kFloat32;
+  m.header.key_count = static_cast<uint32_t>(values.size());
+  std::vector<Key> keys(values.size());
+  for (size_t i = 0; i < keys.size(); ++i) keys[i] = i;
+  m.segments.push_back(Buffer::CopyOf(keys.data(), keys.size() * sizeof(Key)));
+  for (auto& v : values) m.segments.push_back(std::move(v));
+  return m;
+}
+
+Buffer Pattern(size_t bytes, uint32_t seed) {
+  Buffer b = Buffer::Allocate(bytes);
+  for (size_t i = 0; i < bytes / 4; ++i) {
+    uint32_t v = seed * 2654435761u + static_cast<uint32_t>(i);
+    std::memcpy(b.data() + 4 * i, &v, 4);
+  }
+  return b;
+}
+
+struct Pair {
+  std::unique_ptr<RdmaTransport> a, b;
+  int b_port = 0;
+};
+
+Pair MakePair(RdmaOptions o = {}) {
+  auto ips = testing::RdmaIps();
+  Pair p;
+  auto a = RdmaTransport::Create(o);
+  auto b = RdmaTransport::Create(o);
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  p.a = std::move(*a);
+  p.b = std::move(*b);
+  REQUIRE(p.a->Listen(ips[0], 0).ok());
+  auto port = p.b->Listen(ips[1], 0);
+  REQUIRE(port.ok());
+  p.b_port = *port;
+  REQUIRE(p.a->Connect(2, ips[1], p.b_port).ok());
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("rdma: small and large messages arrive intact, zero-copy for large ones",
+          "[rdma]") {
+  Pair p = MakePair();
+  // Small (eager, one SEND) then 1 MiB and 16 MiB (rendezvous, RDMA WRITE).
+  for (size_t bytes : {size_t{64}, size_t{1} << 20, size_t{16} << 20}) {
+    INFO(bytes);
+    Buffer v = Pattern(bytes, 7);
+    REQUIRE(p.a->Register(v).ok());
+    REQUIRE(p.a->Send(Data(2, 1, {v})).ok());
+    auto got = p.b->Receive(absl::Seconds(60));
+    REQUIRE(got.ok());
+    REQUIRE(got->segments.size() == 2);
+    REQUIRE(got->segments[1].size() == bytes);
+    REQUIRE(std::memcmp(got->segments[1].data(), v.data(), bytes) == 0);
+  }
+  // Only the 64-byte eager value was copied (into a send slot).
+  REQUIRE(p.a->stats().bytes_copied == 64);
+  REQUIRE(p.b->stats().bytes_copied == 0);
+}
+
+TEST_CASE("rdma: a message far larger than the receive pool", "[rdma]") {
+  RdmaOptions o;
+  o.slot_bytes = 4096;
+  o.srq_depth = 16;  // 64 KiB of receive slots in all
+  Pair p = MakePair(o);
+  Buffer big = Pattern(32 << 20, 3);
+  REQUIRE(p.a->Send(Data(2, 5, {big, Pattern(100, 4)})).ok());
+  auto got = p.b->Receive(absl::Seconds(120));
+  REQUIRE(got.ok());
+  REQUIRE(got->segments[1].size() == big.size());
+  REQUIRE(std::memcmp(got->segments[1].data(), big.data(), big.size()) == 0);
+}
+
+TEST_CASE("rdma: many outstanding operations, more than the queues hold", "[rdma]") {
+  RdmaOptions o;
+  o.srq_depth = 32;
+  Pair p = MakePair(o);
+  const int n = 600;
+  std::vector<Buffer> sent;
+  for (int i = 0; i < n; ++i) {
+    // Mix eager and rendezvous sizes so both paths queue up together.
+    size_t bytes = (i % 10 == 0) ? (64 << 10) : 256;
+    sent.push_back(Pattern(bytes, i));
+    REQUIRE(p.a->Send(Data(2, i, {sent.back()})).ok());
+  }
+  std::vector<bool> seen(n, false);
+  for (int i = 0; i < n; ++i) {
+    auto got = p.b->Receive(absl::Seconds(120));
+    REQUIRE(got.ok());
+    int ts = got->header.timestamp;
+    REQUIRE(ts >= 0);
+    REQUIRE(ts < n);
+    REQUIRE_FALSE(seen[ts]);
+    seen[ts] = true;
+    REQUIRE(got->segments[1].size() == sent[ts].size());
+    REQUIRE(std::memcmp(got->segments[1].data(), sent[ts].data(), sent[ts].size()) == 0);
+  }
+}
+
+TEST_CASE("rdma: a response lands straight in the buffer announced for it", "[rdma]") {
+  Pair p = MakePair();
+  const size_t bytes = 4 << 20;
+  Buffer dest = Buffer::Allocate(bytes);
+  REQUIRE(p.b->Register(dest).ok());
+  // B will receive a response (no kRequest flag) from node id 1 with ts 9.
+  REQUIRE(p.b->ExpectInto(1, 9, {dest}));
+  Message m = Data(2, 9, {Pattern(bytes, 11)});
+  m.header.sender = 1;
+  m.header.flags = msgflag::kPull;
+  REQUIRE(p.a->Send(m).ok());
+  auto got = p.b->Receive(absl::Seconds(60));
+  REQUIRE(got.ok());
+  REQUIRE(got->segments[1].data() == dest.data());  // in place, not a copy
+  REQUIRE(std::memcmp(dest.data(), m.segments[1].data(), bytes) == 0);
+  REQUIRE(p.b->stats().bytes_copied == 0);
+}
+
+TEST_CASE("rdma: connecting to nobody fails with a clear error, not an abort", "[rdma]") {
+  RdmaOptions o;
+  o.connect_timeout = absl::Seconds(3);
+  auto ips = testing::RdmaIps();
+  auto a = RdmaTransport::Create(o);
+  REQUIRE(a.ok());
+  REQUIRE((*a)->Listen(ips[0], 0).ok());
+  REQUIRE((*a)->Connect(2, ips[1], 1).ok());  // nobody listens on port 1
+  REQUIRE((*a)->Send(Data(2, 1, {Pattern(64, 1)})).ok());  // queued meanwhile
+  absl::Status s;
+  for (int i = 0; i < 100; ++i) {
+    s = (*a)->Send(Data(2, 1, {Pattern(64, 1)}));
+    if (!s.ok()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE_FALSE(s.ok());
+  INFO(s.message());
+  REQUIRE(std::string(s.message()).find("cannot connect to node 2") != std::string::npos);
+}
+
+TEST_CASE("rdma: an address that is not on an RDMA device is named", "[rdma]") {
+  auto a = RdmaTransport::Create({});
+  REQUIRE(a.ok());
+  auto port = (*a)->Listen("127.0.0.1", 0);
+  REQUIRE_FALSE(port.ok());
+  INFO(port.status().message());
+  REQUIRE(std::string(port.status().message()).find("DMLC_NODE_HOST") != std::string::npos);
+}

@@ -1,0 +1,69 @@
+// Registered memory for the rdma transport.
+//
+// Registration pins pages and costs a system call, so it is never done per
+// work request: receive slots and rendezvous targets come from size-class
+// free lists of chunks registered once (RegisteredPool), and a caller's
+// Buffer is registered once over its owner's whole range, the registration
+// living exactly as long as that owner (Registrar). Both count against one
+// bound on pinned bytes.
+#pragma once
+
+#include <infiniband/verbs.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/base/buffer.h"
+
+namespace geops::rdma {
+
+// Shared by the pool, the registrar and every registration they hand out,
+// so a Buffer that outlives the transport can still deregister safely.
+struct Device {
+  ibv_pd* pd = nullptr;
+  size_t limit_bytes = 0;
+  std::atomic<size_t> registered_bytes{0};
+};
+
+// Registers [addr, addr + len) or explains why not (memlock, limit).
+absl::StatusOr<ibv_mr*> RegisterRange(Device& dev, void* addr, size_t len);
+
+class RegisteredPool {
+ public:
+  explicit RegisteredPool(std::shared_ptr<Device> dev) : state_(std::make_shared<State>()) {
+    state_->dev = std::move(dev);
+  }
+  ~RegisteredPool();
+
+  // A registered Buffer of at least `size` bytes (viewing exactly `size`).
+  // It returns to the pool when its last view dies.
+  absl::StatusOr<Buffer> Get(size_t size);
+
+ private:
+  struct Chunk {
+    void* base = nullptr;
+    size_t capacity = 0;
+    ibv_mr* mr = nullptr;
+  };
+  struct State {
+    std::shared_ptr<Device> dev;
+    std::mutex mu;
+    std::map<size_t, std::vector<Chunk>> free;  // by capacity
+    bool closed = false;
+  };
+  static void Release(const std::shared_ptr<State>& st, Chunk c);
+  static void Destroy(Device& dev, Chunk& c);
+  std::shared_ptr<State> state_;
+};
+
+// Makes `buf` usable as an RDMA source or target: returns the lkey/rkey of
+// a registration covering it, registering its owner's whole range on first
+// use and caching that on the Buffer's owner.
+absl::StatusOr<const MemoryRegion*> EnsureRegistered(const std::shared_ptr<Device>& dev,
+                                                     const Buffer& buf);
+
+}  // namespace geops::rdma
