@@ -344,6 +344,7 @@ RunSummary Summarize(const std::vector<ProcessResult>& results) {
         s.rounds = std::max<int>(s.rounds, static_cast<int>(num("rounds")));
         s.values_checked += num("values_checked");
         s.mismatches += num("mismatches");
+        s.copied_bytes += num("copied_bytes");
         checksums.insert(kv["checksum"]);
       }
     }

@@ -89,9 +89,28 @@ class Trainer {
     }
     const int64_t all = c_.num_all_workers > 0 ? c_.num_all_workers : count;
 
+    // Gradients (two buffers, alternating, so a round never writes what the
+    // previous one may still be sending) and, where the transport can land
+    // data in place, one destination per key: all allocated and registered
+    // once, so no round registers memory or copies a value in user space.
+    const bool in_place = tier_->transport().lands_in_place();
+    Buffer grads[2] = {Buffer::Allocate(bytes_per_round_), Buffer::Allocate(bytes_per_round_)};
+    std::vector<Buffer> dests;
+    for (auto& g : grads) {
+      if (auto s = kv_->Register(g); !s.ok()) return s;
+    }
+    if (in_place) {
+      for (int n : o_.key_sizes) {
+        dests.push_back(Buffer::Allocate(n * sizeof(T)));
+        if (auto s = kv_->Register(dests.back()); !s.ok()) return s;
+      }
+    }
+
     // Round 0: everyone starts from the master worker's initial values.
     std::vector<Buffer> got;
-    if (auto s = kv_->Wait(kv_->ZPull(keys_, &got)); !s.ok()) return s;
+    int ts = in_place ? kv_->ZPullInto(keys_, dests) : kv_->ZPull(keys_, &got);
+    if (auto s = kv_->Wait(ts); !s.ok()) return s;
+    if (in_place) got = dests;
     std::vector<std::vector<T>> expect(nkeys);
     for (size_t k = 0; k < nkeys; ++k) {
       expect[k].resize(o_.key_sizes[k]);
@@ -102,14 +121,14 @@ class Trainer {
     absl::Time start = absl::Now();
     for (int r = 1; r <= o_.rounds; ++r) {
       absl::Time t0 = absl::Now();
-      Buffer grads = Buffer::Allocate(bytes_per_round_);
+      const Buffer& g = grads[r % 2];
       ForEach([&](size_t k, size_t i, size_t at) {
-        StoreAt<T>(grads.data(), at,
+        StoreAt<T>(g.data(), at,
                    static_cast<T>(BaseGradient(r, k, i) + SkewGradient(r, k, i, index, count)));
       });
-      if (auto s = kv_->Wait(kv_->ZPushPull(keys_, grads, &got, o_.key_sizes)); !s.ok()) {
-        return s;
-      }
+      int round_ts = in_place ? kv_->ZPushPullInto(keys_, g, dests, o_.key_sizes)
+                              : kv_->ZPushPull(keys_, g, &got, o_.key_sizes);
+      if (auto s = kv_->Wait(round_ts); !s.ok()) return s;
       for (size_t k = 0; k < nkeys; ++k) {
         for (size_t i = 0; i < expect[k].size(); ++i) {
           T sum = static_cast<T>(all * BaseGradient(r, k, i));
@@ -133,11 +152,12 @@ class Trainer {
     for (const auto& b : got) checksum = Fnv1a(checksum, b);
     double secs = absl::ToDoubleSeconds(absl::Now() - start);
     std::printf("geops-worker rank=%d master=%d trained=1 rounds=%d keys=%zu values_checked=%llu "
-                "mismatches=%llu checksum=%016llx push_bytes=%zu seconds=%.3f\n",
+                "mismatches=%llu checksum=%016llx push_bytes=%zu seconds=%.3f copied_bytes=%llu\n",
                 tier_->my_rank(), c_.master_worker ? 1 : 0, o_.rounds, nkeys,
                 static_cast<unsigned long long>(checked_),
                 static_cast<unsigned long long>(mismatches_),
-                static_cast<unsigned long long>(checksum), bytes_per_round_ * o_.rounds, secs);
+                static_cast<unsigned long long>(checksum), bytes_per_round_ * o_.rounds, secs,
+                static_cast<unsigned long long>(kv_->client().bytes_copied()));
     std::fflush(stdout);
     if (mismatches_ != 0) {
       return absl::DataLossError(absl::StrFormat("%d values differ from the exact global result",

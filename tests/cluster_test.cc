@@ -6,98 +6,12 @@
 #include <catch2/catch.hpp>
 #include <csignal>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
-#include "absl/time/clock.h"
-#include "deploy/launcher.h"
+#include "cluster_util.h"
 
 using namespace geops::deploy;
+using namespace geops::testing;
 
-namespace {
-
-std::string TempDir() {
-  char tmpl[] = "/tmp/geops-test.XXXXXX";
-  REQUIRE(mkdtemp(tmpl) != nullptr);
-  return tmpl;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-void DumpFailures(const std::vector<ProcessResult>& results) {
-  for (const auto& r : results) {
-    if (r.exit_code == 0) continue;
-    UNSCOPED_INFO(r.name << " exit=" << r.exit_code << " signal=" << r.signal << "\n"
-                         << ReadFile(r.stderr_path));
-  }
-}
-
-uint64_t Elements(const std::string& sizes) {
-  uint64_t n = 0;
-  for (absl::string_view s : absl::StrSplit(sizes, ',')) n += std::stoull(std::string(s));
-  return n;
-}
-
-struct Outcome {
-  std::vector<ProcessResult> results;
-  RunSummary summary;
-};
-
-Outcome Run(const std::vector<ProcessSpec>& specs, absl::Duration timeout = absl::Seconds(240)) {
-  RunOptions o;
-  o.binary = GEOPS_BINARY;
-  o.log_dir = TempDir();
-  o.timeout = timeout;
-  Cluster c(o);
-  REQUIRE(c.Start(specs).ok());
-  Outcome out;
-  out.results = c.Wait();
-  out.summary = Summarize(out.results);
-  return out;
-}
-
-// Runs `t`, requires every process to exit 0 and every trainer to have
-// checked every value of every round with no mismatch and one checksum.
-void RunExact(Topology t, int trainers) {
-  const int rounds = std::stoi(t.env.at("GEOPS_ROUNDS"));
-  const uint64_t elements = Elements(t.env.at("GEOPS_KEY_SIZES"));
-  auto plan = Plan(t);
-  REQUIRE(plan.ok());
-  Outcome out = Run(*plan);
-  DumpFailures(out.results);
-  for (const auto& r : out.results) {
-    INFO(r.name);
-    REQUIRE(r.signal == 0);
-    REQUIRE(r.exit_code == 0);
-  }
-  REQUIRE(out.summary.workers_reporting == trainers);
-  REQUIRE(out.summary.mismatches == 0);
-  REQUIRE(out.summary.distinct_checksums == 1);
-  // Round 0 (initial values) plus every training round, every element.
-  REQUIRE(out.summary.values_checked == uint64_t(trainers) * (rounds + 1) * elements);
-  REQUIRE(out.summary.rounds == rounds);
-  REQUIRE(out.summary.malformed == 0);
-  REQUIRE(out.summary.copied_bytes == 0);
-  REQUIRE(out.summary.bytes_by_tier["global"] > 0);
-}
-
-Topology Base(int rounds, std::string sizes) {
-  Topology t;
-  t.env["GEOPS_ROUNDS"] = absl::StrCat(rounds);
-  t.env["GEOPS_KEY_SIZES"] = sizes;
-  t.env["GEOPS_PROGRESS"] = "0";
-  t.env["PS_HEARTBEAT_TIMEOUT"] = "30";
-  return t;
-}
-
-}  // namespace
 
 TEST_CASE("GeoMX demo topology: 2 parties x 2 workers, exact sums over many rounds",
           "[cluster]") {

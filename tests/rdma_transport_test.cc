@@ -162,3 +162,19 @@ TEST_CASE("rdma: an address that is not on an RDMA device is named", "[rdma]") {
   INFO(port.status().message());
   REQUIRE(std::string(port.status().message()).find("DMLC_NODE_HOST") != std::string::npos);
 }
+
+TEST_CASE("rdma: a peer that disconnects mid-transfer is reported, not fatal", "[rdma]") {
+  Pair p = MakePair();
+  Buffer big = Pattern(64 << 20, 9);
+  REQUIRE(p.a->Send(Data(2, 1, {big})).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  p.b.reset();  // the receiver vanishes while the writes are in flight
+  absl::Status s;
+  for (int i = 0; i < 300 && s.ok(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    s = p.a->Send(Data(2, 2, {Pattern(64, 1)}));
+  }
+  INFO(s.message());
+  REQUIRE(absl::IsUnavailable(s));
+  REQUIRE(std::string(s.message()).find("node 2") != std::string::npos);
+}

@@ -703,6 +703,11 @@ void RdmaTransport::HandleRecv(Conn* c, Buffer slot) {
 }
 
 void RdmaTransport::Deliver(Message&& m) {
+  if (!(m.header.flags & msgflag::kRequest)) {
+    // A response that came eagerly leaves its announced destination unused.
+    std::lock_guard<std::mutex> lock(rdv_mu_);
+    expected_.erase({m.header.sender, m.header.timestamp});
+  }
   stats_.messages_received.fetch_add(1, std::memory_order_relaxed);
   stats_.bytes_received.fetch_add(wire::EncodedHeaderSize(m.segments.size()) + m.payload_bytes(),
                                   std::memory_order_relaxed);

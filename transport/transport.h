@@ -68,6 +68,8 @@ class Transport {
   virtual bool ExpectInto(int peer_id, int timestamp, std::vector<Buffer> targets) {
     return false;
   }
+  // Whether ExpectInto can work here at all (callers pick their API by it).
+  virtual bool lands_in_place() const { return false; }
 
   // Unblocks Receive() for good. Pending sends are still flushed (briefly)
   // when the transport is destroyed.

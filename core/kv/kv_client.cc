@@ -43,6 +43,10 @@ int KVClient::Submit(Request req, Completion done) {
   auto fail_now = [&](absl::Status s) { return Reject(std::move(s), std::move(done)); };
   if (n == 0) return fail_now(absl::InvalidArgumentError("a request needs at least one key"));
   if (req.rounds.size() != n) return fail_now(absl::InvalidArgumentError("one round per key"));
+  if (!req.destinations.empty() && req.destinations.size() != n) {
+    return fail_now(absl::InvalidArgumentError(
+        absl::StrFormat("%d keys but %d destinations", n, req.destinations.size())));
+  }
   if (!req.values.empty() && req.values.size() != n) {
     return fail_now(absl::InvalidArgumentError(
         absl::StrFormat("%d keys but %d values", n, req.values.size())));
@@ -74,6 +78,7 @@ int KVClient::Submit(Request req, Completion done) {
   int ts = Begin(std::move(keys), std::move(done), static_cast<int>(groups.size()));
   {
     std::unique_lock<std::mutex> lock(mu_);
+    pending_[ts].destinations = req.destinations;
     if (!failed_.ok()) {
       pending_[ts].outstanding = 0;
       Finish(ts, lock);
@@ -96,6 +101,11 @@ int KVClient::Submit(Request req, Completion done) {
     m.segments.push_back(std::move(keyseg));
     if (!req.values.empty()) {
       for (size_t i : g.idx) m.segments.push_back(req.values[i]);
+    }
+    if (!req.destinations.empty()) {
+      std::vector<Buffer> dest;
+      for (size_t i : g.idx) dest.push_back(req.destinations[i]);
+      tier_.transport().ExpectInto(m.header.recipient, ts, std::move(dest));
     }
     if (auto s = tier_.Send(std::move(m)); !s.ok()) {
       std::unique_lock<std::mutex> lock(mu_);
@@ -160,7 +170,27 @@ void KVClient::OnMessage(Message&& msg) {
         }
         continue;
       }
-      p.values[pos - p.keys.begin()] = std::move(msg.segments[j + 1]);
+      size_t at = pos - p.keys.begin();
+      Buffer& got = msg.segments[j + 1];
+      if (!p.destinations.empty()) {
+        const Buffer& dest = p.destinations[at];
+        if (got.data() != dest.data()) {
+          // The transport could not place it (tcp, or a small eager message).
+          if (got.size() != dest.size()) {
+            if (p.status.ok()) {
+              p.status = absl::InvalidArgumentError(absl::StrFormat(
+                  "key %d: %d bytes arrived for a %d-byte destination", k, got.size(),
+                  dest.size()));
+            }
+            continue;
+          }
+          std::memcpy(dest.data(), got.data(), got.size());
+          bytes_copied_.fetch_add(got.size(), std::memory_order_relaxed);
+        }
+        p.values[at] = dest;
+        continue;
+      }
+      p.values[at] = std::move(got);
     }
   }
   if (--p.outstanding <= 0) Finish(h.timestamp, lock);

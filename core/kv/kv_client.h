@@ -4,6 +4,7 @@
 // per-key result Buffers that are views of the received frames.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -34,6 +35,10 @@ class KVClient {
     std::span<const uint64_t> rounds; // one per key
     DType dtype = DType::kNone;
     uint32_t flags = 0;               // msgflag::kPush / kPull / kInit
+    // Optional, one per key: where pulled values must end up. The transport
+    // writes them there directly when it can (rdma); otherwise they are
+    // copied on arrival and counted in bytes_copied().
+    std::vector<Buffer> destinations;
   };
 
   // Sends `req`; returns its timestamp. Errors (bad keys, a dead tier)
@@ -46,6 +51,11 @@ class KVClient {
 
   // Sends the update rule to every server of the tier.
   int SetRule(const RuleSpec& rule, Completion done = nullptr);
+
+  // Prepares `buf` for zero-copy transfer (RDMA registration); a no-op on tcp.
+  absl::Status Register(const Buffer& buf) { return tier_.transport().Register(buf); }
+  // Pulled bytes this client had to copy into caller destinations.
+  uint64_t bytes_copied() const { return bytes_copied_.load(); }
 
   // Blocks until request `ts` completes and returns its status.
   absl::Status Wait(int ts);
@@ -61,6 +71,7 @@ class KVClient {
     absl::Status status;
     std::vector<Key> keys;
     std::vector<Buffer> values;
+    std::vector<Buffer> destinations;
     Completion done;
     bool completing = false;  // the completion is running or has run
     bool finished = false;    // Wait() may return
@@ -76,6 +87,7 @@ class KVClient {
   std::map<int, Pending> pending_;
   int next_ts_ = 1;
   absl::Status failed_;
+  std::atomic<uint64_t> bytes_copied_{0};
 };
 
 }  // namespace geops

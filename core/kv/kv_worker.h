@@ -64,6 +64,23 @@ class KVWorker {
                 const std::vector<int>& lens = {}, Callback cb = nullptr) {
     return SendSplit(keys, vals, lens, msgflag::kPush | msgflag::kPull, true, Views(outs, cb));
   }
+  // Like ZPull / ZPushPull, but the values of key i end up in dests[i]
+  // (sized exactly). Over rdma, with dests registered (Register), the
+  // server's RDMA write lands in them directly; over tcp they are copied
+  // on arrival (counted in client().bytes_copied()).
+  int ZPullInto(const std::vector<Key>& keys, const std::vector<Buffer>& dests,
+                Callback cb = nullptr) {
+    return Send(keys, {}, msgflag::kPull, false, Notify(cb), dests);
+  }
+  int ZPushPullInto(const std::vector<Key>& keys, const Buffer& vals,
+                    const std::vector<Buffer>& dests, const std::vector<int>& lens = {},
+                    Callback cb = nullptr) {
+    return SendSplit(keys, vals, lens, msgflag::kPush | msgflag::kPull, true, Notify(cb), dests);
+  }
+  // Registers `buf` with the transport (RDMA) so that Z* calls on it move
+  // no byte through user space; a no-op over tcp.
+  absl::Status Register(const Buffer& buf) { return client_.Register(buf); }
+
   // Master worker: the initial parameters (round 0) of `keys`.
   int Init(const std::vector<Key>& keys, const std::vector<Val>& vals,
            const std::vector<int>& lens = {}) {
@@ -90,7 +107,7 @@ class KVWorker {
   }
 
   int Send(const std::vector<Key>& keys, std::vector<Buffer> values, uint32_t flags, bool advance,
-           KVClient::Completion done) {
+           KVClient::Completion done, std::vector<Buffer> dests = {}) {
     for (size_t i = 1; i < keys.size(); ++i) {
       if (keys[i] <= keys[i - 1]) {
         return client_.Reject(absl::InvalidArgumentError("keys must be strictly increasing"),
@@ -98,13 +115,15 @@ class KVWorker {
       }
     }
     std::vector<uint64_t> rounds = Rounds(keys, advance);
-    KVClient::Request req{keys, std::move(values), rounds, DTypeOf<Val>(), flags};
+    KVClient::Request req{keys, std::move(values), rounds, DTypeOf<Val>(), flags,
+                          std::move(dests)};
     return client_.Submit(std::move(req), std::move(done));
   }
 
   // Splits `all` into per-key views by `lens` (even split when empty).
   int SendSplit(const std::vector<Key>& keys, const Buffer& all, const std::vector<int>& lens,
-                uint32_t flags, bool advance, KVClient::Completion done) {
+                uint32_t flags, bool advance, KVClient::Completion done,
+                std::vector<Buffer> dests = {}) {
     size_t total = all.size() / sizeof(Val);
     if (all.size() % sizeof(Val) != 0 || keys.empty()) {
       return client_.Reject(absl::InvalidArgumentError("values are not whole elements"),
@@ -136,7 +155,7 @@ class KVWorker {
                               std::move(done));
       }
     }
-    return Send(keys, std::move(values), flags, advance, std::move(done));
+    return Send(keys, std::move(values), flags, advance, std::move(done), std::move(dests));
   }
 
   static KVClient::Completion Notify(Callback cb) {

@@ -1,0 +1,174 @@
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "bench/kv_bench.h"
+#include "bench/percentiles.h"
+#include "core/base/config.h"
+#include "core/cluster/tier.h"
+#include "core/kv/kv_worker.h"
+#include "core/kv/partition.h"
+
+namespace geops::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class WorkerBench {
+ public:
+  WorkerBench(const KvWorkload& w, Tier& tier, KVWorker<float>& kv, bool master, bool trains)
+      : w_(w), tier_(tier), kv_(kv), master_(master), trains_(trains) {}
+
+  absl::Status Run() {
+    servers_ = static_cast<int>(tier_.Members(TierRole::kServer).size());
+    for (const auto& n : tier_.Members(TierRole::kWorker)) trainers_ += n.trains;
+    keys_ = w_.keys_per_server * servers_;
+    if (master_) {
+      if (auto s = Init(); !s.ok()) return s;
+    }
+    if (!trains_) {
+      std::printf("geops-bench-kv-worker rank=%d master=1 trained=0\n", tier_.my_rank());
+      std::fflush(stdout);
+      return absl::OkStatus();
+    }
+    // Nobody measures before the initial values exist (pulls would wait).
+    if (auto s = tier_.Barrier(group::kWorkers); !s.ok()) return s;
+    for (size_t i = 0; i < w_.value_bytes.size(); ++i) {
+      if (auto s = MeasureSize(i); !s.ok()) return s;
+      // Sizes do not overlap: each one's numbers are its own.
+      if (auto s = tier_.Barrier(group::kWorkers); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  // Keys of size step `s`, strictly increasing and spread over all servers.
+  // Each size has its own keys: a key's value size is fixed once pushed.
+  std::vector<Key> KeysOf(size_t s) const {
+    const uint64_t steps = w_.value_bytes.size();
+    std::vector<Key> keys;
+    for (int k = 0; k < keys_; ++k) keys.push_back(SpreadKey(k * steps + s, keys_ * steps));
+    return keys;
+  }
+
+  absl::Status Init() {
+    for (size_t s = 0; s < w_.value_bytes.size(); ++s) {
+      std::vector<float> zeros(w_.value_bytes[s] / sizeof(float));
+      std::vector<int> ts;
+      for (Key k : KeysOf(s)) ts.push_back(kv_.Init({k}, zeros));
+      for (int t : ts) {
+        if (auto st = kv_.Wait(t); !st.ok()) return st;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status MeasureSize(size_t step) {
+    const uint64_t bytes = w_.value_bytes[step];
+    const std::vector<Key> all = KeysOf(step);
+    std::vector<std::vector<Key>> keys;
+    for (Key k : all) keys.push_back({k});
+    // Allocated once per size and pushed as views: nothing is copied or
+    // allocated per request on this side.
+    Buffer values = Buffer::Allocate(bytes * keys_);
+    std::vector<std::vector<Buffer>> outs(keys_);
+    std::vector<Clock::time_point> start(keys_), done(keys_);
+    std::vector<int> ts(keys_);
+    std::vector<double> latencies_us;
+
+    auto iteration = [&](bool record) -> absl::Status {
+      for (int k = 0; k < keys_; ++k) {
+        Buffer v = values.Slice(k * bytes, bytes);
+        auto cb = [&done, k] { done[k] = Clock::now(); };
+        start[k] = Clock::now();
+        switch (w_.mode) {
+          case KvMode::kPush: ts[k] = kv_.ZPush(keys[k], v, {}, cb); break;
+          case KvMode::kPull: ts[k] = kv_.ZPull(keys[k], &outs[k], cb); break;
+          case KvMode::kPushPull: ts[k] = kv_.ZPushPull(keys[k], v, &outs[k], {}, cb); break;
+        }
+      }
+      absl::Status first;
+      for (int k = 0; k < keys_; ++k) first.Update(kv_.Wait(ts[k]));
+      if (!first.ok()) return first;
+      for (int k = 0; k < keys_; ++k) {
+        if (w_.mode != KvMode::kPush && (outs[k].size() != 1 || outs[k][0].size() != bytes)) {
+          return absl::DataLossError(absl::StrFormat(
+              "key %d: pulled %d values of %d bytes, expected one of %d", keys[k][0],
+              outs[k].size(), outs[k].empty() ? 0 : outs[k][0].size(), bytes));
+        }
+        outs[k].clear();  // hands the receive buffers back now
+        if (record) {
+          latencies_us.push_back(
+              std::chrono::duration<double, std::micro>(done[k] - start[k]).count());
+        }
+      }
+      // Push-only rounds complete without anyone waiting for them; keep the
+      // workers in step so that open rounds (and server memory) stay bounded.
+      if (w_.mode == KvMode::kPush && trainers_ > 1) return tier_.Barrier(group::kWorkers);
+      return absl::OkStatus();
+    };
+
+    // Untimed: connection warm-up, first-touch of every buffer on both sides.
+    if (auto s = iteration(false); !s.ok()) return s;
+    if (auto s = tier_.Barrier(group::kWorkers); !s.ok()) return s;
+    const int64_t iters = Iterations(w_, bytes, servers_);
+    Clock::time_point t0 = Clock::now();
+    for (int64_t i = 0; i < iters; ++i) {
+      if (auto s = iteration(true); !s.ok()) return s;
+    }
+    double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    uint64_t moved = bytes * keys_ * iters;
+    Percentiles p = Summarize(std::move(latencies_us));
+    std::printf("geops-bench-kv-worker rank=%d mode=%s value_bytes=%llu keys=%d iters=%lld "
+                "seconds=%.6f bytes=%llu gbps=%.4f p50_us=%.1f p99_us=%.1f copied_bytes=%llu\n",
+                tier_.my_rank(), KvModeName(w_.mode), static_cast<unsigned long long>(bytes),
+                keys_, static_cast<long long>(iters), seconds,
+                static_cast<unsigned long long>(moved), moved * 8.0 / seconds / 1e9, p.p50, p.p99,
+                static_cast<unsigned long long>(tier_.stats().bytes_copied.load()));
+    std::fflush(stdout);
+    return absl::OkStatus();
+  }
+
+  const KvWorkload& w_;
+  Tier& tier_;
+  KVWorker<float>& kv_;
+  const bool master_;
+  const bool trains_;
+  int servers_ = 0;
+  int trainers_ = 0;
+  int keys_ = 0;
+};
+
+}  // namespace
+
+absl::Status RunKvWorker(const KvWorkload& w) {
+  auto c = ParseConfig(ProcessEnv());
+  if (!c.ok()) return c.status();
+  if (c->role != Role::kWorker) {
+    return absl::InvalidArgumentError(
+        "without --local or --geomx, geops-bench-kv is a worker: set DMLC_ROLE=worker and the "
+        "rest of the DMLC_* environment (see geops --help)");
+  }
+  TierOptions to = MakeTierOptions(*c, /*global=*/false, TierRole::kWorker);
+  to.self.master = c->master_worker;
+  to.self.trains = !c->master_worker || c->enable_central_worker;
+  auto t = Tier::Create(to);
+  if (!t.ok()) return t.status();
+  std::unique_ptr<Tier> tier = std::move(*t);
+  auto kv = std::make_unique<KVWorker<float>>(*tier);
+  if (auto s = tier->Start(); !s.ok()) return s;
+  absl::Status s = WorkerBench(w, *tier, *kv, to.self.master, to.self.trains).Run();
+  if (s.ok()) {
+    s = tier->Finalize();
+  } else if (tier->health().ok()) {
+    tier->Abort(absl::StrFormat("bench worker rank %d: %s", tier->my_rank(), s.message()));
+  }
+  // The tier first: its receive thread calls into the worker until joined.
+  tier.reset();
+  kv.reset();
+  return s;
+}
+
+}  // namespace geops::bench

@@ -1,0 +1,21 @@
+// Small socket helpers the bench programs need before any transport exists.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace geops::bench {
+
+// The local IPv4 address the kernel would send from towards `host`; the
+// address a peer on that path can reach us at.
+absl::StatusOr<std::string> LocalAddressTowards(const std::string& host);
+
+// A TCP port on `host` that was free a moment ago (for a scheduler that
+// must be told its port before it starts).
+absl::StatusOr<int> FreePort(const std::string& host);
+
+// "host:port" -> host, port.
+absl::Status SplitHostPort(const std::string& text, std::string* host, int* port);
+
+}  // namespace geops::bench
