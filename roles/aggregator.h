@@ -23,7 +23,9 @@ namespace geops {
 class Aggregator {
  public:
   // `upstream` is the global tier client of a party server; null for top.
-  explicit Aggregator(KVClient* upstream) : upstream_(upstream) {}
+  // `alloc` provides the memory of sums and results (see AggregationTable).
+  Aggregator(KVClient* upstream, AggregationTable::Allocator alloc)
+      : upstream_(upstream), table_(0, std::move(alloc)) {}
 
   bool top() const { return upstream_ == nullptr; }
 
@@ -60,7 +62,7 @@ class Aggregator {
   mutable std::mutex mu_;
   bool started_ = false;
   std::vector<KVRequest> held_;
-  AggregationTable table_{0};
+  AggregationTable table_;
   RuleSpec rule_;
   AggregationTable::Token next_token_ = 1;
   std::map<AggregationTable::Token, std::pair<std::shared_ptr<Parked>, size_t>> tokens_;

@@ -465,37 +465,45 @@ RdmaTransport::Conn* RdmaTransport::ConnByQp(uint32_t qp_num) {
   return it == by_qp_.end() ? nullptr : it->second;
 }
 
-void RdmaTransport::ProgressLoop() {
+int RdmaTransport::PollOnce() {
+  // Whoever holds the poller lock drains the completion queue: a thread
+  // waiting in Receive() polls itself while it spins (no wake-up on the
+  // latency path), the progress thread covers everyone else.
+  std::unique_lock<std::mutex> lock(poll_mu_, std::try_to_lock);
+  if (!lock.owns_lock()) return 0;
   ibv_wc wcs[32];
-  absl::Time last_work = absl::Now();
-  while (!stopping_.load()) {
+  int total = 0;
+  for (;;) {
     int n = ibv_poll_cq(cq_.get(), 32, wcs);
-    if (n < 0) {
-      log::Error("rdma: ibv_poll_cq failed");
-      return;
-    }
+    if (n <= 0) break;
     for (int i = 0; i < n; ++i) HandleCompletion(wcs[i]);
-    if (n > 0) {
-      last_work = absl::Now();
+    total += n;
+  }
+  if (total > 0) last_work_ns_.store(absl::GetCurrentTimeNanos(), std::memory_order_relaxed);
+  return total;
+}
+
+bool RdmaTransport::RecentlyBusy() const {
+  return absl::GetCurrentTimeNanos() - last_work_ns_.load(std::memory_order_relaxed) <
+         absl::ToInt64Nanoseconds(options_.spin);
+}
+
+void RdmaTransport::ProgressLoop() {
+  while (!stopping_.load()) {
+    if (PollOnce() > 0 || RecentlyBusy()) {
+      // Busy: keep polling, but leave the processor to a spinning receiver.
+      std::this_thread::yield();
       continue;
     }
-    // Spin briefly after work (latency), then sleep on the channel (no
-    // core burnt while idle).
-    if (absl::Now() - last_work < absl::Microseconds(200)) continue;
+    // Idle: sleep on the completion channel so an idle node burns no core.
     ibv_req_notify_cq(cq_.get(), 0);
-    n = ibv_poll_cq(cq_.get(), 32, wcs);  // close the race with the arm
-    for (int i = 0; i < n; ++i) HandleCompletion(wcs[i]);
-    if (n > 0) {
-      last_work = absl::Now();
-      continue;
-    }
+    if (PollOnce() > 0) continue;  // closes the race with the arm
     pollfd p{comp_channel_->fd, POLLIN, 0};
     if (poll(&p, 1, 100) > 0) {
       ibv_cq* cq = nullptr;
       void* ctx = nullptr;
       if (ibv_get_cq_event(comp_channel_.get(), &cq, &ctx) == 0) ibv_ack_cq_events(cq, 1);
     }
-    last_work = absl::Now();
   }
 }
 
@@ -719,21 +727,43 @@ void RdmaTransport::Deliver(Message&& m) {
 }
 
 absl::StatusOr<Message> RdmaTransport::Receive(absl::Duration timeout) {
-  std::unique_lock<std::mutex> lock(queue_mu_);
-  bool ready = queue_cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [&] {
-    return !queue_.empty() || stopping_.load();
-  });
-  if (stopping_.load()) return absl::CancelledError("transport shut down");
-  if (!ready) return absl::DeadlineExceededError("no message");
-  Message m = std::move(queue_.front());
-  queue_.pop_front();
-  return m;
+  absl::Time deadline = absl::Now() + timeout;
+  absl::Time spin_until = absl::Now() + options_.spin;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(queue_mu_);
+      if (stopping_.load()) return absl::CancelledError("transport shut down");
+      if (!queue_.empty()) {
+        Message m = std::move(queue_.front());
+        queue_.pop_front();
+        return m;
+      }
+      absl::Time now = absl::Now();
+      if (now >= deadline) return absl::DeadlineExceededError("no message");
+      if (cq_ == nullptr || (now >= spin_until && !RecentlyBusy())) {
+        // Nothing lately: block; the progress thread delivers.
+        queue_cv_.wait_for(lock, absl::ToChronoNanoseconds(
+                                     std::min(deadline - now, absl::Milliseconds(100))));
+        spin_until = absl::Now() + options_.spin;
+        continue;
+      }
+    }
+    if (PollOnce() == 0) std::this_thread::yield();
+  }
 }
 
 absl::Status RdmaTransport::Register(const Buffer& buf) {
   if (!device_) return absl::FailedPreconditionError("rdma: Register() before Listen()");
   auto r = rdma::EnsureRegistered(device_, buf);
   return r.ok() ? absl::OkStatus() : r.status();
+}
+
+Buffer RdmaTransport::Allocate(size_t size) {
+  if (pool_ && size > 0) {
+    auto b = pool_->Get(size);
+    if (b.ok()) return std::move(*b);
+  }
+  return Buffer::Allocate(size);  // unregistered: registered on first send
 }
 
 bool RdmaTransport::ExpectInto(int peer_id, int timestamp, std::vector<Buffer> targets) {

@@ -40,6 +40,9 @@ struct RdmaOptions {
   int signal_every = 16;               // selective signalling interval
   size_t mem_limit = size_t{2} << 30;  // bound on registered bytes
   absl::Duration connect_timeout = absl::Seconds(60);
+  // How long a waiting receiver polls the completion queue itself after
+  // the last completion before it sleeps (latency vs. an idle core).
+  absl::Duration spin = absl::Microseconds(200);
 };
 
 class RdmaTransport final : public Transport {
@@ -54,6 +57,7 @@ class RdmaTransport final : public Transport {
   absl::Status Send(const Message& msg) override;
   absl::StatusOr<Message> Receive(absl::Duration timeout) override;
   absl::Status Register(const Buffer& buf) override;
+  Buffer Allocate(size_t size) override;
   bool ExpectInto(int peer_id, int timestamp, std::vector<Buffer> targets) override;
   bool lands_in_place() const override { return true; }
   void Shutdown() override;
@@ -72,6 +76,8 @@ class RdmaTransport final : public Transport {
   void HandleCmEvent(rdma_cm_event* ev);
   void RetryOrFail(Conn& c, const std::string& why);
   void ProgressLoop();
+  int PollOnce();
+  bool RecentlyBusy() const;
   void HandleCompletion(const ibv_wc& wc);
   void HandleRecv(Conn* c, Buffer slot);
   void Deliver(Message&& m);
@@ -128,6 +134,8 @@ class RdmaTransport final : public Transport {
   std::condition_variable queue_cv_;
   std::deque<Message> queue_;
 
+  std::mutex poll_mu_;
+  std::atomic<int64_t> last_work_ns_{0};
   std::atomic<bool> stopping_{false};
   std::thread cm_thread_;
   std::thread progress_thread_;

@@ -31,7 +31,8 @@ absl::StatusOr<std::optional<Buffer>> AggregationTable::Add(Key key, uint64_t ro
     // The first contribution is copied once into storage this table owns:
     // the sum is built in place and must be aligned, and the sender's
     // buffer (a receive frame) must not be written to.
-    p.sum = Buffer::CopyOf(value.data(), value.size());
+    p.sum = alloc_ ? alloc_(value.size()) : Buffer::Allocate(value.size());
+    if (value.size()) std::memcpy(p.sum.data(), value.data(), value.size());
   } else {
     AddInto(dtype, p.sum, value);
   }

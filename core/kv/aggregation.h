@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <vector>
@@ -24,7 +25,12 @@ class AggregationTable {
  public:
   using Token = uint64_t;  // identifies a parked pull to its owner
 
-  explicit AggregationTable(int expected) : expected_(expected) {}
+  using Allocator = std::function<Buffer(size_t)>;
+
+  // `alloc` provides the memory sums are built in (a transport's
+  // registered pool, so that answering with them needs no registration).
+  explicit AggregationTable(int expected, Allocator alloc = nullptr)
+      : expected_(expected), alloc_(std::move(alloc)) {}
 
   void set_expected(int expected) { expected_ = expected; }
   int expected() const { return expected_; }
@@ -73,6 +79,7 @@ class AggregationTable {
   };
 
   int expected_;
+  Allocator alloc_;
   absl::flat_hash_map<Key, KeyState> keys_;
 };
 
