@@ -23,9 +23,7 @@ namespace geops {
 class Aggregator {
  public:
   // `upstream` is the global tier client of a party server; null for top.
-  // `alloc` provides the memory of sums and results (see AggregationTable).
-  Aggregator(KVClient* upstream, AggregationTable::Allocator alloc)
-      : upstream_(upstream), table_(0, std::move(alloc)) {}
+  explicit Aggregator(KVClient* upstream) : upstream_(upstream) {}
 
   bool top() const { return upstream_ == nullptr; }
 
@@ -62,7 +60,7 @@ class Aggregator {
   mutable std::mutex mu_;
   bool started_ = false;
   std::vector<KVRequest> held_;
-  AggregationTable table_;
+  AggregationTable table_{0};
   RuleSpec rule_;
   AggregationTable::Token next_token_ = 1;
   std::map<AggregationTable::Token, std::pair<std::shared_ptr<Parked>, size_t>> tokens_;

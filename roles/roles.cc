@@ -82,10 +82,7 @@ absl::Status RunServer(const Config& c) {
   local = std::move(*lt);
 
   if (global && !top) upstream = std::make_unique<KVClient>(*global);
-  // Results go back to workers over the local tier: build them in its
-  // transport's memory.
-  agg = std::make_unique<Aggregator>(
-      upstream.get(), [t = local.get()](size_t n) { return t->transport().Allocate(n); });
+  agg = std::make_unique<Aggregator>(upstream.get());
   auto handle = [a = agg.get()](KVRequest&& r) { a->Handle(std::move(r)); };
   auto rule = [a = agg.get()](const RuleSpec& r) { return a->SetRule(r); };
   local_server = std::make_unique<KVServer>(*local, handle, rule);

@@ -37,13 +37,17 @@ TEST_CASE("a round closes after exactly the expected contributions") {
   REQUIRE(t.open_rounds() == 1);
 }
 
-TEST_CASE("the sum never aliases a contribution") {
-  AggregationTable t(2);
-  Buffer first = Of<int32_t>({1});
+TEST_CASE("the first contribution becomes the accumulator: no copy per round") {
+  AggregationTable t(3);
+  Buffer first = Of<int32_t>({1, 10});
   (void)t.Add(1, 1, DType::kInt32, first);
-  auto done = t.Add(1, 1, DType::kInt32, Of<int32_t>({2}));
-  REQUIRE(Values<int32_t>(first) == std::vector<int32_t>{1});
-  REQUIRE(Values<int32_t>(**done) == std::vector<int32_t>{3});
+  Buffer second = Of<int32_t>({2, 20});
+  (void)t.Add(1, 1, DType::kInt32, second);
+  auto done = t.Add(1, 1, DType::kInt32, Of<int32_t>({4, 40}));
+  REQUIRE(done->has_value());
+  REQUIRE((*done)->data() == first.data());  // summed in place
+  REQUIRE(Values<int32_t>(**done) == std::vector<int32_t>{7, 70});
+  REQUIRE(Values<int32_t>(second) == std::vector<int32_t>{2, 20});  // only read
 }
 
 TEST_CASE("dtype or size mismatches and stale rounds are refused") {

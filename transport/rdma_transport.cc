@@ -490,12 +490,20 @@ bool RdmaTransport::RecentlyBusy() const {
 
 void RdmaTransport::ProgressLoop() {
   while (!stopping_.load()) {
-    if (PollOnce() > 0 || RecentlyBusy()) {
-      // Busy: keep polling, but leave the processor to a spinning receiver.
-      std::this_thread::yield();
-      continue;
+    if (PollOnce() > 0) continue;
+    {
+      // While a receiver polls, stay out of its way: an armed channel's
+      // interrupt and this thread's wake-up would only compete with it for
+      // the processor. It hands over when it stops spinning.
+      std::unique_lock<std::mutex> lock(spin_mu_);
+      if (spinners_ > 0) {
+        spin_cv_.wait_for(lock, std::chrono::milliseconds(100),
+                          [&] { return spinners_ == 0 || stopping_.load(); });
+        continue;
+      }
     }
-    // Idle: sleep on the completion channel so an idle node burns no core.
+    // Nothing to do: sleep on the completion channel, so that an idle node
+    // burns no core and a receiver that spins has the processor to itself.
     ibv_req_notify_cq(cq_.get(), 0);
     if (PollOnce() > 0) continue;  // closes the race with the arm
     pollfd p{comp_channel_->fd, POLLIN, 0};
@@ -729,18 +737,36 @@ void RdmaTransport::Deliver(Message&& m) {
 absl::StatusOr<Message> RdmaTransport::Receive(absl::Duration timeout) {
   absl::Time deadline = absl::Now() + timeout;
   absl::Time spin_until = absl::Now() + options_.spin;
+  // Counted as a spinner from here until it blocks or returns.
+  bool spinning = false;
+  auto set_spinning = [&](bool on) {
+    if (on == spinning) return;
+    spinning = on;
+    std::lock_guard<std::mutex> lock(spin_mu_);
+    spinners_ += on ? 1 : -1;
+    if (spinners_ == 0) spin_cv_.notify_all();
+  };
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(queue_mu_);
-      if (stopping_.load()) return absl::CancelledError("transport shut down");
-      if (!queue_.empty()) {
-        Message m = std::move(queue_.front());
-        queue_.pop_front();
-        return m;
+      if (stopping_.load() || !queue_.empty()) {
+        lock.unlock();
+        set_spinning(false);
+        lock.lock();
+        if (stopping_.load()) return absl::CancelledError("transport shut down");
+        if (!queue_.empty()) {
+          Message m = std::move(queue_.front());
+          queue_.pop_front();
+          return m;
+        }
+        continue;
       }
       absl::Time now = absl::Now();
-      if (now >= deadline) return absl::DeadlineExceededError("no message");
-      if (cq_ == nullptr || (now >= spin_until && !RecentlyBusy())) {
+      if (now >= deadline || cq_ == nullptr || (now >= spin_until && !RecentlyBusy())) {
+        lock.unlock();
+        set_spinning(false);
+        lock.lock();
+        if (now >= deadline) return absl::DeadlineExceededError("no message");
         // Nothing lately: block; the progress thread delivers.
         queue_cv_.wait_for(lock, absl::ToChronoNanoseconds(
                                      std::min(deadline - now, absl::Milliseconds(100))));
@@ -748,7 +774,11 @@ absl::StatusOr<Message> RdmaTransport::Receive(absl::Duration timeout) {
         continue;
       }
     }
-    if (PollOnce() == 0) std::this_thread::yield();
+    set_spinning(true);
+    // Poll a batch before looking at the queue and the clock again: both
+    // cost more than an empty poll, which is a few loads.
+    for (int i = 0; i < 64 && PollOnce() == 0; ++i) {
+    }
   }
 }
 
@@ -756,14 +786,6 @@ absl::Status RdmaTransport::Register(const Buffer& buf) {
   if (!device_) return absl::FailedPreconditionError("rdma: Register() before Listen()");
   auto r = rdma::EnsureRegistered(device_, buf);
   return r.ok() ? absl::OkStatus() : r.status();
-}
-
-Buffer RdmaTransport::Allocate(size_t size) {
-  if (pool_ && size > 0) {
-    auto b = pool_->Get(size);
-    if (b.ok()) return std::move(*b);
-  }
-  return Buffer::Allocate(size);  // unregistered: registered on first send
 }
 
 bool RdmaTransport::ExpectInto(int peer_id, int timestamp, std::vector<Buffer> targets) {

@@ -42,7 +42,7 @@ struct RdmaOptions {
   absl::Duration connect_timeout = absl::Seconds(60);
   // How long a waiting receiver polls the completion queue itself after
   // the last completion before it sleeps (latency vs. an idle core).
-  absl::Duration spin = absl::Microseconds(200);
+  absl::Duration spin = absl::Microseconds(500);
 };
 
 class RdmaTransport final : public Transport {
@@ -57,7 +57,6 @@ class RdmaTransport final : public Transport {
   absl::Status Send(const Message& msg) override;
   absl::StatusOr<Message> Receive(absl::Duration timeout) override;
   absl::Status Register(const Buffer& buf) override;
-  Buffer Allocate(size_t size) override;
   bool ExpectInto(int peer_id, int timestamp, std::vector<Buffer> targets) override;
   bool lands_in_place() const override { return true; }
   void Shutdown() override;
@@ -136,6 +135,9 @@ class RdmaTransport final : public Transport {
 
   std::mutex poll_mu_;
   std::atomic<int64_t> last_work_ns_{0};
+  std::mutex spin_mu_;
+  std::condition_variable spin_cv_;
+  int spinners_ = 0;  // receivers polling the queue themselves right now
   std::atomic<bool> stopping_{false};
   std::thread cm_thread_;
   std::thread progress_thread_;

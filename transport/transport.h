@@ -61,11 +61,6 @@ class Transport {
   // by address range). A no-op for transports that need none.
   virtual absl::Status Register(const Buffer& buf) { return absl::OkStatus(); }
 
-  // Memory for data this process will send often (a server's sums): from
-  // the transport's registered pool where it has one, so that sending it
-  // needs no registration. Contents are unspecified.
-  virtual Buffer Allocate(size_t size) { return Buffer::Allocate(size); }
-
   // Announces where the segments of the message that `peer_id` will send
   // with `timestamp` should land (targets[i] for segment i + 1; segment 0,
   // the keys, goes to transport memory). Returns false when this transport

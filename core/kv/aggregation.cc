@@ -28,11 +28,7 @@ absl::StatusOr<std::optional<Buffer>> AggregationTable::Add(Key key, uint64_t ro
   }
   Partial& p = k.partial[round];
   if (p.count == 0) {
-    // The first contribution is copied once into storage this table owns:
-    // the sum is built in place and must be aligned, and the sender's
-    // buffer (a receive frame) must not be written to.
-    p.sum = alloc_ ? alloc_(value.size()) : Buffer::Allocate(value.size());
-    if (value.size()) std::memcpy(p.sum.data(), value.data(), value.size());
+    p.sum = value;
   } else {
     AddInto(dtype, p.sum, value);
   }

@@ -9,7 +9,6 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <optional>
 #include <vector>
@@ -25,20 +24,18 @@ class AggregationTable {
  public:
   using Token = uint64_t;  // identifies a parked pull to its owner
 
-  using Allocator = std::function<Buffer(size_t)>;
-
-  // `alloc` provides the memory sums are built in (a transport's
-  // registered pool, so that answering with them needs no registration).
-  explicit AggregationTable(int expected, Allocator alloc = nullptr)
-      : expected_(expected), alloc_(std::move(alloc)) {}
+  explicit AggregationTable(int expected) : expected_(expected) {}
 
   void set_expected(int expected) { expected_ = expected; }
   int expected() const { return expected_; }
 
-  // Adds one contribution to (key, round). Returns the round's total (a
-  // buffer this table no longer touches) when this was the last expected
-  // contribution, nullopt while more are due. Rejects a dtype or size that
-  // differs from the key's first value, and rounds already published.
+  // Adds one contribution to (key, round). The table takes the value's
+  // bytes: the first contribution of a round becomes the accumulator and
+  // later ones are added into it, so a round costs no copy (the value is a
+  // receive buffer the server owns, aligned or not). Returns the round's
+  // total when this was the last expected contribution, nullopt while more
+  // are due. Rejects a dtype or size that differs from the key's first
+  // value, and rounds already published.
   absl::StatusOr<std::optional<Buffer>> Add(Key key, uint64_t round, DType dtype,
                                             const Buffer& value);
 
@@ -79,7 +76,6 @@ class AggregationTable {
   };
 
   int expected_;
-  Allocator alloc_;
   absl::flat_hash_map<Key, KeyState> keys_;
 };
 
