@@ -178,6 +178,14 @@ TEST_CASE("every bad value is named with its value and what is expected") {
   e["PORT"] = "-1";
   RequireError(e, "PORT", "-1");
 
+  e = Local("worker");
+  e["GEOPS_RDMA_MEM_LIMIT"] = "12";
+  RequireError(e, "GEOPS_RDMA_MEM_LIMIT", "12");
+
+  e = Local("worker");
+  e["GEOPS_RDMA_SLOT_BYTES"] = "lots";
+  RequireError(e, "GEOPS_RDMA_SLOT_BYTES", "lots");
+
   RequireError({}, "DMLC_ROLE", "not set");
 }
 
@@ -198,7 +206,8 @@ TEST_CASE("--help text documents every variable") {
         "PS_VERBOSE", "DMLC_NUM_GLOBAL_SERVER", "DMLC_NUM_GLOBAL_WORKER", "DMLC_INTERFACE",
         "DMLC_NODE_HOST", "PORT", "DMLC_PS_VAN_TYPE", "DMLC_ENABLE_RDMA", "PS_HEARTBEAT_INTERVAL",
         "PS_HEARTBEAT_TIMEOUT", "GEOPS_STARTUP_TIMEOUT", "GEOPS_ROUNDS", "GEOPS_KEY_SIZES",
-        "GEOPS_DTYPE", "GEOPS_RULE", "GEOPS_LR", "GEOPS_PROGRESS"}) {
+        "GEOPS_DTYPE", "GEOPS_RULE", "GEOPS_LR", "GEOPS_PROGRESS", "GEOPS_RDMA_MEM_LIMIT",
+        "GEOPS_RDMA_SLOT_BYTES"}) {
     INFO(v);
     REQUIRE(help.find(v) != std::string::npos);
   }
