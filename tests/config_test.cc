@@ -197,7 +197,7 @@ TEST_CASE("DMLC_INTERFACE picks the interface's address") {
   REQUIRE(c->node_host == "127.0.0.1");
 }
 
-TEST_CASE("--help text documents every variable") {
+TEST_CASE("geops --help documents every variable") {
   std::string help = ConfigHelp();
   for (const char* v :
        {"DMLC_ROLE", "DMLC_ROLE_GLOBAL", "DMLC_ROLE_MASTER_WORKER", "DMLC_PS_ROOT_URI",
