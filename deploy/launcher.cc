@@ -207,7 +207,9 @@ void Cluster::Pump(absl::Duration wait) {
       std::string line = c.partial.substr(0, nl + 1);
       c.partial.erase(0, nl + 1);
       c.result.stdout_text += line;
-      if (options_.echo) {
+      // The per-tier stats lines feed the summary; echoing them buries the
+      // progress lines.
+      if (options_.echo && !absl::StartsWith(line, "geops-stats ")) {
         std::printf("[%-20s] %s", c.result.name.c_str(), line.c_str());
         std::fflush(stdout);
       }
