@@ -67,7 +67,7 @@ void Aggregator::HandleLocked(KVRequest&& req) {
       auto shared = std::make_shared<KVRequest>(std::move(req));
       deferred_.push_back([this, keys, rounds, shared] {
         upstream_->Submit({*keys, shared->values, *rounds, shared->dtype,
-                           msgflag::kPush | msgflag::kInit, {}},
+                           msgflag::kPush | msgflag::kInit, {}, true},
                           [shared](const absl::Status& s, std::vector<Buffer>&) {
                             if (s.ok()) shared->via->Respond(*shared, {}, shared->dtype);
                             else shared->via->RespondError(*shared, std::string(s.message()));
@@ -143,7 +143,7 @@ void Aggregator::Complete(Key key, uint64_t round, DType dtype, Buffer total) {
     deferred_.push_back([this, key, round, dtype, total] {
       Key keys[1] = {key};
       uint64_t rounds[1] = {round};
-      upstream_->Submit({keys, {total}, rounds, dtype, msgflag::kPush | msgflag::kPull, {}},
+      upstream_->Submit({keys, {total}, rounds, dtype, msgflag::kPush | msgflag::kPull, {}, true},
                         [this, key, round, dtype](const absl::Status& s,
                                                   std::vector<Buffer>& values) {
                           std::unique_lock<std::mutex> lock(mu_);
@@ -179,7 +179,7 @@ void Aggregator::Fetch(Key key, uint64_t round, DType dtype) {
   deferred_.push_back([this, key, round, dtype] {
     Key keys[1] = {key};
     uint64_t rounds[1] = {round};
-    upstream_->Submit({keys, {}, rounds, dtype, msgflag::kPull, {}},
+    upstream_->Submit({keys, {}, rounds, dtype, msgflag::kPull, {}, true},
                       [this, key, round, dtype](const absl::Status& s,
                                                 std::vector<Buffer>& values) {
                         std::unique_lock<std::mutex> lock(mu_);

@@ -70,6 +70,16 @@ absl::Status RunServer(const Config& c) {
   std::unique_ptr<KVClient> upstream;
   std::unique_ptr<KVServer> global_server, local_server;
   std::unique_ptr<Tier> global, local;
+  // Runs first on every return: both tiers' threads are joined before any
+  // of the objects they call into (the other tier included) is destroyed.
+  struct StopTiers {
+    std::unique_ptr<Tier>& global;
+    std::unique_ptr<Tier>& local;
+    ~StopTiers() {
+      if (global) global->Stop();
+      if (local) local->Stop();
+    }
+  } stop_tiers{global, local};
 
   if (has_global) {
     auto t = Tier::Create(MakeTierOptions(c, true, top ? TierRole::kServer : TierRole::kWorker));

@@ -104,6 +104,19 @@ TEST_CASE("bad enums and shapes are rejected") {
   REQUIRE_FALSE(with([](Message& m) { m.header.dtype = DType::kFloat64; }).ok());  // 12 B % 8
   REQUIRE_FALSE(with([](Message& m) { m.header.dtype = DType::kNone; }).ok());
   REQUIRE_FALSE(with([](Message& m) { m.segments.pop_back(); }).ok());
+  // An error response carries text, never keys, and is never a request.
+  auto error = [](uint32_t flags, uint32_t keys) {
+    Message m;
+    m.header.command = Command::kData;
+    m.header.flags = flags;
+    m.header.key_count = keys;
+    m.segments.push_back(EncodeText("boom"));
+    Buffer h = wire::EncodeHeader(m);
+    return wire::Decode({h.data(), h.size()}, m.segments);
+  };
+  REQUIRE(error(msgflag::kError, 0).ok());
+  REQUIRE_FALSE(error(msgflag::kError, 1u << 28).ok());
+  REQUIRE_FALSE(error(msgflag::kError | msgflag::kRequest, 0).ok());
 
   Message m = DataMessage();
   Buffer h = wire::EncodeHeader(m);

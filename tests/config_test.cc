@@ -70,6 +70,7 @@ TEST_CASE("a server with a global scheduler address is a global-tier worker") {
 TEST_CASE("global server and global scheduler") {
   Env gs = Global(Local("server"));
   gs["DMLC_ROLE_GLOBAL"] = "global_server";
+  gs["DMLC_NUM_SERVER"] = "1";
   auto c = Parse(gs);
   REQUIRE(c.ok());
   REQUIRE(c->global_role == GlobalRole::kGlobalServer);
@@ -172,7 +173,7 @@ TEST_CASE("every bad value is named with its value and what is expected") {
   e = Local("worker");
   e["PS_HEARTBEAT_INTERVAL"] = "5";
   e["PS_HEARTBEAT_TIMEOUT"] = "6";
-  RequireError(e, "PS_HEARTBEAT_TIMEOUT", "6s");
+  RequireError(e, "PS_HEARTBEAT_TIMEOUT", "\"6\"");
 
   e = Local("worker");
   e["PORT"] = "-1";
@@ -185,6 +186,19 @@ TEST_CASE("every bad value is named with its value and what is expected") {
   e = Local("worker");
   e["GEOPS_RDMA_SLOT_BYTES"] = "lots";
   RequireError(e, "GEOPS_RDMA_SLOT_BYTES", "lots");
+
+  e = Local("worker");
+  e["DMLC_PS_VAN_TYPE"] = "zmq";
+  e["DMLC_ENABLE_RDMA"] = "1";
+  RequireError(e, "DMLC_ENABLE_RDMA", "DMLC_PS_VAN_TYPE");
+
+  e = Local("worker");
+  e["PS_HEARTBEAT_INTERVAL"] = "10";  // the timeout is left at its default
+  RequireError(e, "PS_HEARTBEAT_INTERVAL", "10");
+
+  e = Global(Local("server"));  // DMLC_NUM_SERVER=2, DMLC_NUM_GLOBAL_SERVER=1
+  e["DMLC_ROLE_GLOBAL"] = "global_server";
+  RequireError(e, "DMLC_NUM_SERVER", "DMLC_NUM_GLOBAL_SERVER");
 
   RequireError({}, "DMLC_ROLE", "not set");
 }

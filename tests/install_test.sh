@@ -9,9 +9,13 @@ trap 'rm -rf "$scratch"' EXIT
 cmake --install "$build_dir" --prefix "$scratch/prefix" >/dev/null
 test -x "$scratch/prefix/bin/geops"
 test -x "$scratch/prefix/bin/geops-launch"
-"$scratch/prefix/bin/geops" --help | grep -q DMLC_ROLE_MASTER_WORKER
+# Through a file: grep -q closing the pipe early would kill geops with
+# SIGPIPE and fail the pipeline under pipefail.
+"$scratch/prefix/bin/geops" --help > "$scratch/help.txt"
+grep -q DMLC_ROLE_MASTER_WORKER "$scratch/help.txt"
 cmake -S "$source_dir/tests/consumer" -B "$scratch/consumer" \
   -DCMAKE_PREFIX_PATH="$scratch/prefix" >/dev/null
 cmake --build "$scratch/consumer" >/dev/null
-"$scratch/consumer/consumer" | grep -q "consumer ok"
+"$scratch/consumer/consumer" > "$scratch/consumer.txt"
+grep -q "consumer ok" "$scratch/consumer.txt"
 echo "installed package found and linked"

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -124,6 +125,7 @@ RdmaTransport::~RdmaTransport() {
   {
     std::lock_guard<std::mutex> lock(slots_mu_);
     posted_slots_.clear();
+    free_slots_.clear();
   }
   pending_recvs_.clear();
   pending_sends_.clear();
@@ -175,28 +177,55 @@ absl::Status RdmaTransport::InitDevice(ibv_context* verbs) {
   device_->pd = pd_.get();
   device_->limit_bytes = options_.mem_limit;
   pool_ = std::make_unique<rdma::RegisteredPool>(device_);
-  if (auto s = PostRecvSlots(); !s.ok()) return s;
+  {
+    std::lock_guard<std::mutex> lock(slots_mu_);
+    posted_slots_.resize(options_.srq_depth);
+    free_slots_.reserve(options_.srq_depth);
+    for (int i = options_.srq_depth - 1; i >= 0; --i) free_slots_.push_back(i);
+    if (auto s = PostRecvSlotsLocked(); !s.ok()) return s;
+  }
   progress_thread_ = std::thread([this] { ProgressLoop(); });
   log::Verbose(1, "rdma: device %s ready (srq %d slots of %d bytes)",
                ibv_get_device_name(verbs->device), options_.srq_depth, options_.slot_bytes);
   return absl::OkStatus();
 }
 
-absl::Status RdmaTransport::PostRecvSlots() {
-  std::lock_guard<std::mutex> lock(slots_mu_);
-  while (static_cast<int>(posted_slots_.size()) < options_.srq_depth) {
-    auto slot = pool_->Get(options_.slot_bytes);
-    if (!slot.ok()) return slot.status();
-    uint64_t id = next_slot_id_++;
-    ibv_sge sge{reinterpret_cast<uintptr_t>(slot->data()), static_cast<uint32_t>(slot->size()),
-                slot->region()->lkey};
-    ibv_recv_wr wr{};
-    wr.wr_id = id | kRecvFlag;
-    wr.sg_list = &sge;
-    wr.num_sge = 1;
+absl::Status RdmaTransport::PostRecvSlotsLocked() {
+  // One chain per call: slots are handed back in batches (see
+  // HandleCompletion), so posting costs one call per batch, not per message.
+  constexpr size_t kChain = 64;
+  ibv_sge sges[kChain];
+  ibv_recv_wr wrs[kChain];
+  while (!free_slots_.empty()) {
+    size_t n = 0;
+    for (; n < kChain && n < free_slots_.size(); ++n) {
+      uint32_t idx = free_slots_[free_slots_.size() - 1 - n];
+      Buffer& slot = posted_slots_[idx];
+      if (slot.empty()) {
+        auto b = pool_->Get(options_.slot_bytes);
+        if (!b.ok()) {
+          if (n == 0) return b.status();
+          break;
+        }
+        slot = std::move(*b);
+      }
+      sges[n] = {reinterpret_cast<uintptr_t>(slot.data()), static_cast<uint32_t>(slot.size()),
+                 slot.region()->lkey};
+      wrs[n] = {};
+      wrs[n].wr_id = idx | kRecvFlag;
+      wrs[n].sg_list = &sges[n];
+      wrs[n].num_sge = 1;
+      if (n > 0) wrs[n - 1].next = &wrs[n];
+    }
     ibv_recv_wr* bad = nullptr;
-    if (ibv_post_srq_recv(srq_, &wr, &bad) != 0) return Errno("ibv_post_srq_recv");
-    posted_slots_.emplace(id, std::move(*slot));
+    if (ibv_post_srq_recv(srq_, wrs, &bad) != 0) {
+      // Whatever came before `bad` is posted.
+      size_t posted = 0;
+      for (ibv_recv_wr* w = wrs; w != bad && posted < n; w = w->next) ++posted;
+      free_slots_.resize(free_slots_.size() - posted);
+      return Errno("ibv_post_srq_recv");
+    }
+    free_slots_.resize(free_slots_.size() - n);
   }
   return absl::OkStatus();
 }
@@ -489,19 +518,28 @@ bool RdmaTransport::RecentlyBusy() const {
 }
 
 void RdmaTransport::ProgressLoop() {
+  const int64_t spin_ns = absl::ToInt64Nanoseconds(options_.spin);
   while (!stopping_.load()) {
-    if (PollOnce() > 0) continue;
     {
       // While a receiver polls, stay out of its way: an armed channel's
       // interrupt and this thread's wake-up would only compete with it for
-      // the processor. It hands over when it stops spinning.
+      // the processor. A receiver that leaves with a message is usually
+      // back within microseconds, so this thread takes over only `spin`
+      // after the last one left, at once when one goes to sleep (which
+      // wakes it), and at most 20 x `spin` late otherwise. No receiver
+      // wakes it per message, and it does not tick while they spin.
       std::unique_lock<std::mutex> lock(spin_mu_);
-      if (spinners_ > 0) {
-        spin_cv_.wait_for(lock, std::chrono::milliseconds(100),
-                          [&] { return spinners_ == 0 || stopping_.load(); });
+      int64_t now = absl::GetCurrentTimeNanos();
+      int64_t grace_end = spin_left_ns_ == 0 ? 0 : spin_left_ns_ + spin_ns;
+      if (spinners_ > 0 || now < grace_end) {
+        // While someone spins, the timeout only bounds how late this thread
+        // notices a receiver that left with a message and never came back.
+        int64_t wait = spinners_ > 0 ? 20 * spin_ns : grace_end - now;
+        spin_cv_.wait_for(lock, std::chrono::nanoseconds(std::max<int64_t>(wait, 1000)));
         continue;
       }
     }
+    if (PollOnce() > 0) continue;
     // Nothing to do: sleep on the completion channel, so that an idle node
     // burns no core and a receiver that spins has the processor to itself.
     ibv_req_notify_cq(cq_.get(), 0);
@@ -519,16 +557,21 @@ void RdmaTransport::HandleCompletion(const ibv_wc& wc) {
   if (wc.wr_id & kRecvFlag) {
     Buffer slot;
     {
+      // Keep the shared receive queue (nearly) full: the slot just consumed
+      // may be held by the application for a while, so its index gets a
+      // fresh slot; they are posted in batches.
       std::lock_guard<std::mutex> lock(slots_mu_);
-      auto it = posted_slots_.find(wc.wr_id & ~kRecvFlag);
-      if (it != posted_slots_.end()) {
-        slot = std::move(it->second);
-        posted_slots_.erase(it);
+      uint64_t idx = wc.wr_id & ~kRecvFlag;
+      if (idx < posted_slots_.size()) {
+        slot = std::move(posted_slots_[idx]);
+        posted_slots_[idx] = Buffer();
+        free_slots_.push_back(static_cast<uint32_t>(idx));
+      }
+      size_t batch = std::clamp<size_t>(posted_slots_.size() / 8, 1, 32);
+      if (free_slots_.size() >= batch || wc.status != IBV_WC_SUCCESS) {
+        if (auto s = PostRecvSlotsLocked(); !s.ok()) log::Error("%s", s.message());
       }
     }
-    // Keep the shared receive queue full: the slot just consumed may be
-    // held by the application for a while.
-    if (auto s = PostRecvSlots(); !s.ok()) log::Error("%s", s.message());
     if (wc.status != IBV_WC_SUCCESS) {
       if (wc.status != IBV_WC_WR_FLUSH_ERR) {
         log::Warn("rdma: receive failed: %s", ibv_wc_status_str(wc.status));
@@ -737,21 +780,29 @@ void RdmaTransport::Deliver(Message&& m) {
 absl::StatusOr<Message> RdmaTransport::Receive(absl::Duration timeout) {
   absl::Time deadline = absl::Now() + timeout;
   absl::Time spin_until = absl::Now() + options_.spin;
-  // Counted as a spinner from here until it blocks or returns.
+  // Counted as a spinner from here until it blocks or returns. Leaving
+  // with a message does not wake the progress thread (see ProgressLoop);
+  // going to sleep hands the completion queue over to it at once.
   bool spinning = false;
-  auto set_spinning = [&](bool on) {
+  auto set_spinning = [&](bool on, bool sleeping) {
     if (on == spinning) return;
     spinning = on;
     std::lock_guard<std::mutex> lock(spin_mu_);
     spinners_ += on ? 1 : -1;
-    if (spinners_ == 0) spin_cv_.notify_all();
+    if (on) return;
+    if (sleeping) {
+      spin_left_ns_ = 0;
+      if (spinners_ == 0) spin_cv_.notify_all();
+    } else {
+      spin_left_ns_ = absl::GetCurrentTimeNanos();
+    }
   };
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(queue_mu_);
       if (stopping_.load() || !queue_.empty()) {
         lock.unlock();
-        set_spinning(false);
+        set_spinning(false, stopping_.load());
         lock.lock();
         if (stopping_.load()) return absl::CancelledError("transport shut down");
         if (!queue_.empty()) {
@@ -764,7 +815,7 @@ absl::StatusOr<Message> RdmaTransport::Receive(absl::Duration timeout) {
       absl::Time now = absl::Now();
       if (now >= deadline || cq_ == nullptr || (now >= spin_until && !RecentlyBusy())) {
         lock.unlock();
-        set_spinning(false);
+        set_spinning(false, true);
         lock.lock();
         if (now >= deadline) return absl::DeadlineExceededError("no message");
         // Nothing lately: block; the progress thread delivers.
@@ -774,7 +825,7 @@ absl::StatusOr<Message> RdmaTransport::Receive(absl::Duration timeout) {
         continue;
       }
     }
-    set_spinning(true);
+    set_spinning(true, false);
     // Poll a batch before looking at the queue and the clock again: both
     // cost more than an empty poll, which is a few loads.
     for (int i = 0; i < 64 && PollOnce() == 0; ++i) {
@@ -809,6 +860,13 @@ absl::Status RdmaTransport::Send(const Message& msg) {
   stats_.messages_sent.fetch_add(1, std::memory_order_relaxed);
   stats_.bytes_sent.fetch_add(wire::EncodedHeaderSize(msg.segments.size()) + msg.payload_bytes(),
                               std::memory_order_relaxed);
+  if (c->state == Conn::State::kUp && c->backlog.empty() &&
+      c->sq_used + 1 <= options_.send_depth &&
+      sizeof(Frame) + wire::EncodedHeaderSize(msg.segments.size()) + msg.payload_bytes() <=
+          options_.slot_bytes) {
+    // The common small message: straight onto the wire, no copy of msg.
+    return PostEagerLocked(*c, msg);
+  }
   Outgoing out = msg;
   if (c->state == Conn::State::kUp && c->backlog.empty()) {
     bool posted = false;

@@ -80,7 +80,8 @@ class RdmaTransport final : public Transport {
   void HandleCompletion(const ibv_wc& wc);
   void HandleRecv(Conn* c, Buffer slot);
   void Deliver(Message&& m);
-  absl::Status PostRecvSlots();
+  // Posts every free receive slot, in one chain; called with slots_mu_ held.
+  absl::Status PostRecvSlotsLocked();
   // Posting on a connection; called with c.mu held.
   absl::Status PostLocked(Conn& c, Outgoing& out, bool* posted);
   absl::Status PostEagerLocked(Conn& c, const Message& m);
@@ -116,8 +117,8 @@ class RdmaTransport final : public Transport {
 
   // Receive side.
   std::mutex slots_mu_;
-  std::map<uint64_t, Buffer> posted_slots_;  // wr_id -> slot
-  uint64_t next_slot_id_ = 1;
+  std::vector<Buffer> posted_slots_;  // by index (the wr_id); empty: not posted
+  std::vector<uint32_t> free_slots_;  // indices to post again
   struct PendingRecv {
     Buffer header;
     std::vector<Buffer> targets;
@@ -138,6 +139,10 @@ class RdmaTransport final : public Transport {
   std::mutex spin_mu_;
   std::condition_variable spin_cv_;
   int spinners_ = 0;  // receivers polling the queue themselves right now
+  // When the last receiver left with a message (it is likely back soon, so
+  // the progress thread keeps out of the way for `spin` after it); 0 once
+  // a receiver went to sleep, which hands over at once.
+  int64_t spin_left_ns_ = 0;
   std::atomic<bool> stopping_{false};
   std::thread cm_thread_;
   std::thread progress_thread_;

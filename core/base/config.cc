@@ -310,6 +310,14 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
     if (!t.ok()) return t.status();
     c.global = *t;
   }
+  if (c.global_role == GlobalRole::kGlobalServer &&
+      c.local->num_servers != c.global->num_servers) {
+    // The central party's servers are exactly the global servers.
+    return Bad("DMLC_NUM_SERVER", absl::StrCat(c.local->num_servers),
+               absl::StrFormat("DMLC_NUM_GLOBAL_SERVER (%d) for a global server: the central "
+                               "party's servers are the global servers",
+                               c.global->num_servers));
+  }
 
   auto node_host = Get(env, "DMLC_NODE_HOST");
   auto iface = Get(env, "DMLC_INTERFACE");
@@ -344,17 +352,27 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
   if (!port.ok()) return port.status();
   c.port = *port;
 
-  for (const char* name : {"DMLC_PS_VAN_TYPE", "DMLC_ENABLE_RDMA"}) {
-    auto v = Get(env, name);
+  std::optional<VanType> asked[2];
+  const char* van_names[2] = {"DMLC_PS_VAN_TYPE", "DMLC_ENABLE_RDMA"};
+  for (int i = 0; i < 2; ++i) {
+    auto v = Get(env, van_names[i]);
     if (!v) continue;
     std::string s = absl::AsciiStrToLower(*v);
-    bool is_van = std::string_view(name) == "DMLC_PS_VAN_TYPE";
+    bool is_van = i == 0;
     if (s == "ibverbs" || (!is_van && (s == "1" || s == "true"))) {
-      c.local_van = VanType::kRdma;
-    } else if (!(s == "zmq" || s == "tcp" || (!is_van && (s == "0" || s == "false")))) {
-      return Bad(name, *v, is_van ? "zmq or ibverbs" : "0, 1 or ibverbs");
+      asked[i] = VanType::kRdma;
+    } else if (s == "zmq" || s == "tcp" || (!is_van && (s == "0" || s == "false"))) {
+      asked[i] = VanType::kTcp;
+    } else {
+      return Bad(van_names[i], *v, is_van ? "zmq or ibverbs" : "0, 1 or ibverbs");
     }
   }
+  if (asked[0] && asked[1] && *asked[0] != *asked[1]) {
+    return Bad("DMLC_ENABLE_RDMA", *Get(env, "DMLC_ENABLE_RDMA"),
+               absl::StrCat("a value that agrees with DMLC_PS_VAN_TYPE=\"",
+                            *Get(env, "DMLC_PS_VAN_TYPE"), "\" (or unset one of them)"));
+  }
+  c.local_van = asked[0].value_or(asked[1].value_or(VanType::kTcp));
 
   auto mem = GetInt(env, "GEOPS_RDMA_MEM_LIMIT", 64, 1 << 24,
                     static_cast<int>(c.rdma_mem_limit >> 20), "");
@@ -372,9 +390,15 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
   if (!hbt.ok()) return hbt.status();
   c.heartbeat_timeout = *hbt;
   if (c.heartbeat_timeout < 2 * c.heartbeat_interval) {
-    return Bad("PS_HEARTBEAT_TIMEOUT", absl::FormatDuration(c.heartbeat_timeout),
-               absl::StrCat("at least twice PS_HEARTBEAT_INTERVAL (",
-                            absl::FormatDuration(c.heartbeat_interval), ")"));
+    // Name the variable the user actually set.
+    if (Get(env, "PS_HEARTBEAT_TIMEOUT")) {
+      return Bad("PS_HEARTBEAT_TIMEOUT", *Get(env, "PS_HEARTBEAT_TIMEOUT"),
+                 absl::StrCat("at least twice PS_HEARTBEAT_INTERVAL (",
+                              absl::FormatDuration(c.heartbeat_interval), ")"));
+    }
+    return Bad("PS_HEARTBEAT_INTERVAL", *Get(env, "PS_HEARTBEAT_INTERVAL"),
+               absl::StrCat("at most half of PS_HEARTBEAT_TIMEOUT (default ",
+                            absl::FormatDuration(c.heartbeat_timeout), ")"));
   }
   auto st = GetSeconds(env, "GEOPS_STARTUP_TIMEOUT", c.startup_timeout);
   if (!st.ok()) return st.status();
@@ -418,8 +442,10 @@ Global tier
                             the global scheduler.
 
 Training
-  DMLC_NUM_ALL_WORKER       training workers in the whole cluster (optional;
-                            checked by the global servers when given).
+  DMLC_NUM_ALL_WORKER       training workers in the whole cluster. The
+                            built-in trainer needs it to predict the exact
+                            global sum when there is more than one party
+                            (default: its own party's training workers).
   DMLC_ENABLE_CENTRAL_WORKER 1: the central party's workers (the master worker
                             included) train and contribute every round.
                             Default 0: the master worker only initialises.
@@ -427,7 +453,8 @@ Training
 Networking
   DMLC_NODE_HOST            IPv4 address this node listens on and advertises.
   DMLC_INTERFACE            network interface whose IPv4 address to use
-                            (when DMLC_NODE_HOST is unset). Default 127.0.0.1.
+                            (when DMLC_NODE_HOST is unset). Default: the
+                            address that routes to the scheduler.
   PORT                      this node's local-tier listening port; 0 or unset
                             picks an ephemeral one.
   DMLC_PS_VAN_TYPE          zmq (default) | ibverbs: transport of the local tier.

@@ -51,8 +51,13 @@ absl::StatusOr<std::unique_ptr<Tier>> Tier::Create(TierOptions options) {
 Tier::Tier(TierOptions options, std::unique_ptr<Transport> transport)
     : options_(std::move(options)), transport_(std::move(transport)) {}
 
-Tier::~Tier() {
-  stopping_.store(true);
+Tier::~Tier() { Stop(); }
+
+void Tier::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_.store(true);
+  }
   cv_.notify_all();
   transport_->Shutdown();
   if (heartbeat_.joinable()) heartbeat_.join();
@@ -111,7 +116,7 @@ absl::Status Tier::Start() {
   if (auto s = transport_->Connect(kSchedulerId, c.scheduler_host, c.scheduler_port); !s.ok()) {
     return s;
   }
-  last_heard_scheduler_ = absl::Now();
+  last_heard_scheduler_ns_.store(absl::GetCurrentTimeNanos());
   receiver_ = std::thread([this] { ReceiveLoop(); });
 
   Message reg;
@@ -124,7 +129,7 @@ absl::Status Tier::Start() {
                c.scheduler_port);
 
   std::unique_lock<std::mutex> lock(mu_);
-  bool ready = cv_.wait_for(lock, absl::ToChronoSeconds(options_.startup_timeout), [&] {
+  bool ready = cv_.wait_for(lock, absl::ToChronoMilliseconds(options_.startup_timeout), [&] {
     return table_ready_ || !health_.ok();
   });
   if (!health_.ok()) return health_;
@@ -191,7 +196,9 @@ absl::Status Tier::Send(Message msg) {
 
 void Tier::HandleAsNode(Message&& msg) {
   const Header& h = msg.header;
-  if (h.sender == kSchedulerId) last_heard_scheduler_ = absl::Now();
+  if (h.sender == kSchedulerId) {
+    last_heard_scheduler_ns_.store(absl::GetCurrentTimeNanos(), std::memory_order_relaxed);
+  }
   switch (h.command) {
     case Command::kNodeTable: {
       if (msg.segments.size() != 1) break;
@@ -286,7 +293,8 @@ void Tier::HeartbeatLoop() {
   while (!stopping_.load() && !exit_acked_ && health_.ok()) {
     cv_.wait_for(lock, absl::ToChronoMilliseconds(options_.heartbeat_interval));
     if (stopping_.load() || exit_acked_ || !health_.ok()) break;
-    absl::Duration silent = absl::Now() - last_heard_scheduler_;
+    absl::Duration silent =
+        absl::Now() - absl::FromUnixNanos(last_heard_scheduler_ns_.load(std::memory_order_relaxed));
     if (silent > options_.heartbeat_timeout) {
       FailLocked(absl::StrFormat("the %s scheduler at %s:%d has been silent for %s: it died or "
                                  "is unreachable",
@@ -320,7 +328,7 @@ absl::Status Tier::WaitTerminate() {
 absl::Status Tier::Finalize() {
   SendControl(kSchedulerId, Command::kExit);
   std::unique_lock<std::mutex> lock(mu_);
-  bool acked = cv_.wait_for(lock, absl::ToChronoSeconds(options_.heartbeat_timeout), [&] {
+  bool acked = cv_.wait_for(lock, absl::ToChronoMilliseconds(options_.heartbeat_timeout), [&] {
     return exit_acked_ || !health_.ok();
   });
   if (!health_.ok()) return health_;
@@ -352,6 +360,14 @@ void Tier::FailLocked(const std::string& reason, bool broadcast) {
   log::Error("%s tier stopped: %s", options_.name, reason);
   if (broadcast && options_.role == TierRole::kScheduler) {
     BroadcastLocked(Command::kAbort, EncodeText(reason), group::kServers | group::kWorkers);
+    // Nodes still waiting for a node table are not in it yet: tell them
+    // through temporary ids, or they would wait out their start-up timeout.
+    for (size_t i = 0; i < pending_.size(); ++i) {
+      int temp_id = -1 - static_cast<int>(i);
+      if (transport_->Connect(temp_id, pending_[i].host, pending_[i].port).ok()) {
+        SendControl(temp_id, Command::kAbort, EncodeText(reason));
+      }
+    }
   }
   cv_.notify_all();
 }
@@ -538,13 +554,6 @@ void Tier::SchedulerTick() {
                                  static_cast<int>(pending_.size()) - servers,
                                  options_.cluster.num_workers),
                  true);
-      // Nodes that did register are waiting for a table; tell them too.
-      for (size_t i = 0; i < pending_.size(); ++i) {
-        int temp_id = -1 - static_cast<int>(i);
-        if (transport_->Connect(temp_id, pending_[i].host, pending_[i].port).ok()) {
-          SendControl(temp_id, Command::kAbort, EncodeText(health_.message().data()));
-        }
-      }
     }
     return;
   }

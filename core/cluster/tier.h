@@ -80,6 +80,11 @@ class Tier {
   // Scheduler: blocks until every node has exited (OK) or the tier aborted.
   absl::Status WaitDone();
 
+  // Stops this process's part: no handler runs after it returns. Call it
+  // on every tier of a process before destroying any of them, since one
+  // tier's handlers may call into the other.
+  void Stop();
+
   // Stops the whole tier: every node's abort handler runs with `reason`.
   void Abort(const std::string& reason);
   // OK, or the abort that stopped this tier.
@@ -140,7 +145,7 @@ class Tier {
   std::map<uint32_t, std::vector<int>> barrier_waiting_;
   bool terminate_sent_ = false;
   absl::Time started_at_;
-  absl::Time last_heard_scheduler_;
+  std::atomic<int64_t> last_heard_scheduler_ns_{0};
 
   std::thread receiver_;
   std::thread heartbeat_;

@@ -18,7 +18,12 @@ KVClient::KVClient(Tier& tier) : tier_(tier) {
 
 int KVClient::Begin(std::vector<Key> keys, Completion done, int messages) {
   std::lock_guard<std::mutex> lock(mu_);
-  int ts = next_ts_++;
+  // Timestamps travel as int32: wrap, and never reuse one still pending.
+  int ts;
+  do {
+    ts = next_ts_;
+    next_ts_ = next_ts_ == INT32_MAX ? 1 : next_ts_ + 1;
+  } while (pending_.count(ts) != 0);
   Pending& p = pending_[ts];
   p.outstanding = messages;
   p.status = failed_;
@@ -78,7 +83,10 @@ int KVClient::Submit(Request req, Completion done) {
   int ts = Begin(std::move(keys), std::move(done), static_cast<int>(groups.size()));
   {
     std::unique_lock<std::mutex> lock(mu_);
-    pending_[ts].destinations = req.destinations;
+    Pending& p = pending_[ts];
+    p.destinations = req.destinations;
+    p.dtype = req.dtype;
+    p.detached = req.detached;
     if (!failed_.ok()) {
       pending_[ts].outstanding = 0;
       Finish(ts, lock);
@@ -156,6 +164,13 @@ void KVClient::OnMessage(Message&& msg) {
       p.status = absl::FailedPreconditionError(absl::StrFormat(
           "server %d: %s", h.sender, msg.segments.empty() ? "" : DecodeText(msg.segments[0])));
     }
+  } else if (h.command == Command::kData && msg.segments.size() > 1 && h.dtype != p.dtype) {
+    // The values would be read as the wrong type (and sized wrongly).
+    if (p.status.ok()) {
+      p.status = absl::FailedPreconditionError(absl::StrFormat(
+          "server %d answered with %s values; the request was for %s", h.sender,
+          DTypeName(h.dtype), DTypeName(p.dtype)));
+    }
   } else if (h.command == Command::kData && msg.segments.size() > 1) {
     auto keys = msg.segments[0];
     for (uint32_t j = 0; j < h.key_count; ++j) {
@@ -212,7 +227,11 @@ void KVClient::Finish(int ts, std::unique_lock<std::mutex>& lock) {
     lock.lock();
     it = pending_.find(ts);
   }
-  it->second.finished = true;
+  if (it->second.detached) {
+    pending_.erase(it);
+  } else {
+    it->second.finished = true;
+  }
   cv_.notify_all();
 }
 

@@ -39,6 +39,8 @@ class KVClient {
     // writes them there directly when it can (rdma); otherwise they are
     // copied on arrival and counted in bytes_copied().
     std::vector<Buffer> destinations;
+    // Nobody will Wait() for it: forgotten as soon as its completion ran.
+    bool detached = false;
   };
 
   // Sends `req`; returns its timestamp. Errors (bad keys, a dead tier)
@@ -72,6 +74,8 @@ class KVClient {
     std::vector<Key> keys;
     std::vector<Buffer> values;
     std::vector<Buffer> destinations;
+    DType dtype = DType::kNone;
+    bool detached = false;
     Completion done;
     bool completing = false;  // the completion is running or has run
     bool finished = false;    // Wait() may return
@@ -85,7 +89,7 @@ class KVClient {
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<int, Pending> pending_;
-  int next_ts_ = 1;
+  int next_ts_ = 1;  // wraps before INT32_MAX, skipping ids still pending
   absl::Status failed_;
   std::atomic<uint64_t> bytes_copied_{0};
 };

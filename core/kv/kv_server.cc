@@ -52,8 +52,9 @@ void KVServer::OnMessage(Message&& msg) {
     req.values.assign(std::make_move_iterator(msg.segments.begin() + 1),
                       std::make_move_iterator(msg.segments.end()));
   }
-  if ((req.push() && req.values.empty()) || (!req.push() && !req.values.empty())) {
-    RespondError(req, "a push must carry one value per key and a pull none");
+  if ((req.push() && req.values.size() != req.keys.size()) ||
+      (!req.push() && !req.values.empty()) || (req.init() && !req.push())) {
+    RespondError(req, "a push (and an init) must carry one value per key and a pull none");
     return;
   }
   handler_(std::move(req));

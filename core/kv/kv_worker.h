@@ -108,11 +108,18 @@ class KVWorker {
 
   int Send(const std::vector<Key>& keys, std::vector<Buffer> values, uint32_t flags, bool advance,
            KVClient::Completion done, std::vector<Buffer> dests = {}) {
+    // Everything that can reject a request is checked before its keys'
+    // rounds advance: a rejected push must not put this worker out of step.
     for (size_t i = 1; i < keys.size(); ++i) {
       if (keys[i] <= keys[i - 1]) {
         return client_.Reject(absl::InvalidArgumentError("keys must be strictly increasing"),
                               std::move(done));
       }
+    }
+    if (keys.empty() || (!dests.empty() && dests.size() != keys.size())) {
+      return client_.Reject(
+          absl::InvalidArgumentError("a request needs keys, and one destination per key"),
+          std::move(done));
     }
     std::vector<uint64_t> rounds = Rounds(keys, advance);
     KVClient::Request req{keys, std::move(values), rounds, DTypeOf<Val>(), flags,

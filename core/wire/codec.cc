@@ -103,6 +103,8 @@ absl::Status CheckShape(const Message& m) {
     return absl::OkStatus();
   }
   if (h.flags & msgflag::kError) {
+    if (h.flags & msgflag::kRequest) return Malformed("an error flag on a request");
+    if (h.key_count != 0) return Malformed("an error response with keys");
     if (nseg != 1) return Malformed("error response without exactly one text segment");
     return absl::OkStatus();
   }

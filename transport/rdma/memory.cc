@@ -105,13 +105,15 @@ absl::StatusOr<Buffer> RegisteredPool::Get(size_t size) {
       return mr.status();
     }
     c.mr = *mr;
+    auto region = std::make_shared<MemoryRegion>();
+    region->addr = reinterpret_cast<uintptr_t>(c.base);
+    region->length = c.capacity;
+    region->lkey = c.mr->lkey;
+    region->rkey = c.mr->rkey;
+    region->handle = c.mr;
+    c.region = std::move(region);
   }
-  auto region = std::make_shared<MemoryRegion>();
-  region->addr = reinterpret_cast<uintptr_t>(c.base);
-  region->length = c.capacity;
-  region->lkey = c.mr->lkey;
-  region->rkey = c.mr->rkey;
-  region->handle = c.mr;
+  std::shared_ptr<const MemoryRegion> region = c.region;
   std::weak_ptr<State> weak = state_;
   Buffer b = Buffer::Wrap(c.base, size, [weak, dev = state_->dev, c]() mutable {
     if (auto st = weak.lock()) {

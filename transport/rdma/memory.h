@@ -48,6 +48,8 @@ class RegisteredPool {
     void* base = nullptr;
     size_t capacity = 0;
     ibv_mr* mr = nullptr;
+    // Made once per chunk and shared by every Buffer handed out from it.
+    std::shared_ptr<const MemoryRegion> region;
   };
   struct State {
     std::shared_ptr<Device> dev;
