@@ -20,6 +20,7 @@ uint32_t GroupOf(TierRole r) {
 }
 
 constexpr absl::Duration kPollSlice = absl::Milliseconds(100);
+constexpr size_t kMaxEarlyMessages = 65536;
 
 }  // namespace
 
@@ -276,6 +277,14 @@ void Tier::HandleAsNode(Message&& msg) {
       {
         std::lock_guard<std::mutex> lock(mu_);
         if (!table_ready_) {
+          // Peers that got the table first may already talk to us; keep a
+          // bounded number of their messages for when ours arrives.
+          if (early_data_.size() >= kMaxEarlyMessages) {
+            log::Warn("%s: dropped %s: it arrived before the node table and %d others are "
+                      "already waiting",
+                      options_.name, msg.DebugString(), early_data_.size());
+            break;
+          }
           early_data_.push_back(std::move(msg));
           break;
         }
