@@ -916,15 +916,15 @@ absl::Status RdmaTransport::PostLocked(Conn& c, Outgoing& out, bool* posted) {
 absl::StatusOr<Buffer> RdmaTransport::SendSlot(size_t bytes) { return pool_->Get(bytes); }
 
 absl::Status RdmaTransport::PostEagerLocked(Conn& c, const Message& m) {
-  Buffer header = wire::EncodeHeader(m);
-  size_t total = sizeof(Frame) + header.size() + m.payload_bytes();
+  const size_t header_size = wire::EncodedHeaderSize(m.segments.size());
+  size_t total = sizeof(Frame) + header_size + m.payload_bytes();
   auto slot = SendSlot(total);
   if (!slot.ok()) return slot.status();
   Frame f{kEager, 0, 0};
   std::byte* p = slot->data();
   std::memcpy(p, &f, sizeof(f));
-  std::memcpy(p + sizeof(f), header.data(), header.size());
-  size_t off = sizeof(f) + header.size();
+  wire::EncodeHeaderInto(m, p + sizeof(f));
+  size_t off = sizeof(f) + header_size;
   for (size_t i = 0; i < m.segments.size(); ++i) {
     const Buffer& s = m.segments[i];
     if (s.size()) std::memcpy(p + off, s.data(), s.size());

@@ -180,10 +180,9 @@ absl::StatusOr<HeaderInfo> DecodeHeader(std::span<const std::byte> header) {
 
 size_t EncodedHeaderSize(size_t segment_count) { return kFixedHeaderBytes + 8 * segment_count; }
 
-Buffer EncodeHeader(const Message& msg) {
+void EncodeHeaderInto(const Message& msg, std::byte* p) {
   const Header& h = msg.header;
-  Buffer b = Buffer::Allocate(EncodedHeaderSize(msg.segments.size()));
-  std::byte* p = b.data();
+  std::memset(p, 0, kFixedHeaderBytes);
   Put<uint32_t>(p, kMagic);
   Put<uint16_t>(p + 4, kVersion);
   Put<uint16_t>(p + 6, static_cast<uint16_t>(h.command));
@@ -198,6 +197,11 @@ Buffer EncodeHeader(const Message& msg) {
   for (size_t i = 0; i < msg.segments.size(); ++i) {
     Put<uint64_t>(p + kFixedHeaderBytes + 8 * i, msg.segments[i].size());
   }
+}
+
+Buffer EncodeHeader(const Message& msg) {
+  Buffer b = Buffer::Allocate(EncodedHeaderSize(msg.segments.size()));
+  EncodeHeaderInto(msg, b.data());
   return b;
 }
 

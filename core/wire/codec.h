@@ -23,6 +23,9 @@ inline constexpr uint64_t kMaxSegmentBytes = uint64_t{1} << 34;  // 16 GiB
 
 // Header bytes for `msg`, including the segment length table.
 Buffer EncodeHeader(const Message& msg);
+// The same bytes written into `out` (EncodedHeaderSize(segments) long), for
+// transports that build a whole frame in memory they already own.
+void EncodeHeaderInto(const Message& msg, std::byte* out);
 size_t EncodedHeaderSize(size_t segment_count);
 
 // Decodes a header whose segments arrived as separate frames (ZeroMQ
