@@ -593,13 +593,7 @@ void RdmaTransport::HandleCompletion(const ibv_wc& wc) {
         pr = std::move(it->second);
         pending_recvs_.erase(it);
       }
-      auto m = wire::Decode({pr.header.data(), pr.header.size()}, std::move(pr.targets));
-      if (!m.ok()) {
-        stats_.malformed.fetch_add(1);
-        log::Warn("rdma: dropped a message: %s", m.status().message());
-        return;
-      }
-      Deliver(std::move(*m));
+      Deliver(wire::Decode({pr.header.data(), pr.header.size()}, std::move(pr.targets)));
       return;
     }
     HandleRecv(c, slot.Slice(0, wc.byte_len));
@@ -643,16 +637,9 @@ void RdmaTransport::HandleRecv(Conn* c, Buffer slot) {
   std::memcpy(&f, slot.data(), sizeof(f));
   Buffer body = slot.Slice(sizeof(Frame), slot.size() - sizeof(Frame));
   switch (f.type) {
-    case kEager: {
-      auto m = wire::DecodeFlat(body);
-      if (!m.ok()) {
-        stats_.malformed.fetch_add(1);
-        log::Warn("rdma: dropped a message: %s", m.status().message());
-        return;
-      }
-      Deliver(std::move(*m));
+    case kEager:
+      Deliver(wire::DecodeFlat(body));
       return;
-    }
     case kRts: {
       auto info = wire::DecodeHeader({body.data(), body.size()});
       if (!info.ok() || c == nullptr) {
@@ -761,7 +748,13 @@ void RdmaTransport::HandleRecv(Conn* c, Buffer slot) {
   }
 }
 
-void RdmaTransport::Deliver(Message&& m) {
+void RdmaTransport::Deliver(absl::StatusOr<Message> decoded) {
+  if (!decoded.ok()) {
+    stats_.malformed.fetch_add(1);
+    log::Warn("rdma: dropped a message: %s", decoded.status().message());
+    return;
+  }
+  Message& m = *decoded;
   if (!(m.header.flags & msgflag::kRequest)) {
     // A response that came eagerly leaves its announced destination unused.
     std::lock_guard<std::mutex> lock(rdv_mu_);

@@ -79,7 +79,8 @@ class RdmaTransport final : public Transport {
   bool RecentlyBusy() const;
   void HandleCompletion(const ibv_wc& wc);
   void HandleRecv(Conn* c, Buffer slot);
-  void Deliver(Message&& m);
+  // Queues a decoded message for Receive(); counts and drops a malformed one.
+  void Deliver(absl::StatusOr<Message> decoded);
   // Posts every free receive slot, in one chain; called with slots_mu_ held.
   absl::Status PostRecvSlotsLocked();
   // Posting on a connection; called with c.mu held.
