@@ -153,13 +153,13 @@ absl::Status RunKvWorker(const KvWorkload& w) {
   }
   TierOptions to = MakeTierOptions(*c, /*global=*/false, TierRole::kWorker);
   to.self.master = c->master_worker;
-  to.self.trains = !c->master_worker || c->enable_central_worker;
   auto t = Tier::Create(to);
   if (!t.ok()) return t.status();
   std::unique_ptr<Tier> tier = std::move(*t);
   auto kv = std::make_unique<KVWorker<float>>(*tier);
   if (auto s = tier->Start(); !s.ok()) return s;
-  absl::Status s = WorkerBench(w, *tier, *kv, to.self.master, to.self.trains).Run();
+  const NodeInfo* me = tier->Find(tier->my_id());  // the scheduler decided who trains
+  absl::Status s = WorkerBench(w, *tier, *kv, to.self.master, me != nullptr && me->trains).Run();
   if (s.ok()) {
     s = tier->Finalize();
   } else if (tier->health().ok()) {

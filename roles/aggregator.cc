@@ -91,11 +91,17 @@ void Aggregator::HandleLocked(KVRequest&& req) {
   }
 
   if (req.push()) {
-    if (req.round == 0) {
+    const bool counts = !counts_ || counts_(req);
+    if (!counts && !said_ignored_) {
+      said_ignored_ = true;
+      log::Warn("ignoring the pushes of the central party's workers: DMLC_ENABLE_CENTRAL_WORKER "
+                "is 0 (as in GeoMX, only the parties' sums count)");
+    }
+    if (counts && req.round == 0) {
       via->RespondError(req, "a push must be for round 1 or later (round 0 is the initial value)");
       return;
     }
-    for (size_t i = 0; i < req.keys.size(); ++i) {
+    for (size_t i = 0; counts && i < req.keys.size(); ++i) {
       auto total = table_.Add(req.keys[i], req.round, req.dtype, req.values[i]);
       if (!total.ok()) {
         via->RespondError(req, std::string(total.status().message()));

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <functional>
 #include <vector>
 
 #include "core/kv/aggregation.h"
@@ -26,6 +27,13 @@ class Aggregator {
   explicit Aggregator(KVClient* upstream) : upstream_(upstream) {}
 
   bool top() const { return upstream_ == nullptr; }
+
+  // Decides whether a push counts as a contribution; a push that does not
+  // is acknowledged (and its pull half answered) without being summed.
+  // Set before Start().
+  void set_contribution_filter(std::function<bool(const KVRequest&)> f) {
+    counts_ = std::move(f);
+  }
 
   // Contributions per key and round; requests wait until this is known.
   void Start(int expected);
@@ -57,6 +65,8 @@ class Aggregator {
   void RunDeferred(std::unique_lock<std::mutex>& lock);
 
   KVClient* upstream_;
+  std::function<bool(const KVRequest&)> counts_;
+  bool said_ignored_ = false;
   mutable std::mutex mu_;
   bool started_ = false;
   std::vector<KVRequest> held_;

@@ -18,14 +18,15 @@ void PrintTierStats(const Config& c, const Tier& tier) {
   const TransportStats& s = tier.stats();
   // One parsable line per tier on stdout: the launcher adds them up.
   std::printf("geops-stats role=%s tier=%s id=%d sent_bytes=%llu recv_bytes=%llu sent_msgs=%llu "
-              "recv_msgs=%llu malformed=%llu copied_bytes=%llu\n",
+              "recv_msgs=%llu malformed=%llu copied_bytes=%llu rejected=%llu\n",
               c.Describe().c_str(), tier.name().c_str(), tier.my_id(),
               static_cast<unsigned long long>(s.bytes_sent.load()),
               static_cast<unsigned long long>(s.bytes_received.load()),
               static_cast<unsigned long long>(s.messages_sent.load()),
               static_cast<unsigned long long>(s.messages_received.load()),
               static_cast<unsigned long long>(s.malformed.load()),
-              static_cast<unsigned long long>(s.bytes_copied.load()));
+              static_cast<unsigned long long>(s.bytes_copied.load()),
+              static_cast<unsigned long long>(tier.rejected()));
   std::fflush(stdout);
 }
 
@@ -45,11 +46,11 @@ namespace {
 // A failure in one tier stops the other: a party server whose workers died
 // must not leave the global tier waiting for its contribution.
 void LinkAborts(Tier& a, Tier& b) {
-  a.add_abort_handler([&b, name = a.name()](const std::string& why) {
-    b.Abort(absl::StrCat(name, " tier: ", why));
+  a.add_abort_handler([&b, label = a.label()](const std::string& why) {
+    b.Abort(absl::StrCat(label, " tier: ", why));
   });
-  b.add_abort_handler([&a, name = b.name()](const std::string& why) {
-    a.Abort(absl::StrCat(name, " tier: ", why));
+  b.add_abort_handler([&a, label = b.label()](const std::string& why) {
+    a.Abort(absl::StrCat(label, " tier: ", why));
   });
 }
 
@@ -93,6 +94,15 @@ absl::Status RunServer(const Config& c) {
 
   if (global && !top) upstream = std::make_unique<KVClient>(*global);
   agg = std::make_unique<Aggregator>(upstream.get());
+  if (global && top) {
+    // GeoMX semantics: with DMLC_ENABLE_CENTRAL_WORKER=0 the central party's
+    // workers may push, but only the parties' sums count.
+    agg->set_contribution_filter([l = local.get()](const KVRequest& r) {
+      if (r.via->tier().name() != "local") return true;
+      const NodeInfo* n = l->Find(r.sender);
+      return n != nullptr && n->trains;
+    });
+  }
   auto handle = [a = agg.get()](KVRequest&& r) { a->Handle(std::move(r)); };
   auto rule = [a = agg.get()](const RuleSpec& r) { return a->SetRule(r); };
   local_server = std::make_unique<KVServer>(*local, handle, rule);
@@ -101,12 +111,18 @@ absl::Status RunServer(const Config& c) {
 
   if (global) {
     if (!top) {
-      // The party is named by its scheduler's address: unique per party and
-      // the same for all of the party's servers.
+      // The party is identified by its scheduler's address: unique per
+      // party and the same for all of the party's servers.
       global->mutable_self().party =
-          absl::StrFormat("%s:%d", c.local->scheduler_host, c.local->scheduler_port);
+          absl::StrFormat("%s:%d", c.local->scheduler_addr, c.local->scheduler_port);
     }
-    if (auto s = global->Start(); !s.ok()) return s;
+    if (auto s = global->Start(); !s.ok()) {
+      // Our party must not wait out its start-up timeout for a server that
+      // will never come.
+      local->AbortUnstarted(absl::StrFormat("the %s of %s could not join the global tier: %s",
+                                            c.Describe(), local->label(), s.message()));
+      return s;
+    }
     // A global server keeps its global rank in the central party, so the
     // key range it owns is the same in both tiers.
     if (top) local->mutable_self().rank_hint = global->my_rank();

@@ -1,5 +1,6 @@
 #include "roles/trainer.h"
 
+#include <cmath>
 #include <cstdio>
 
 #include "absl/strings/ascii.h"
@@ -39,13 +40,15 @@ class Trainer {
   absl::Status Run() {
     TierOptions to = MakeTierOptions(c_, false, TierRole::kWorker);
     to.self.master = c_.master_worker;
-    to.self.trains = !c_.master_worker || c_.enable_central_worker;
     auto t = Tier::Create(to);
     if (!t.ok()) return t.status();
     tier_ = std::move(*t);
     kv_ = std::make_unique<KVWorker<T>>(*tier_);
     if (auto s = tier_->Start(); !s.ok()) return s;
-    absl::Status s = Train(to.self.trains);
+    // The scheduler decided who trains, for the whole tier at once (see
+    // DMLC_ENABLE_CENTRAL_WORKER); every worker reads the same answer.
+    const NodeInfo* me = tier_->Find(tier_->my_id());
+    absl::Status s = Train(me != nullptr && me->trains);
     if (s.ok()) {
       s = tier_->Finalize();
     } else if (tier_->health().ok()) {
@@ -74,19 +77,23 @@ class Trainer {
       log::Info("master worker: rule %s, %d keys (%d bytes) initialised",
                 o_.rule.rule == UpdateRule::kSgd ? "sgd" : "sum", nkeys, bytes_per_round_);
     }
-    if (!trains) {
+    if (!trains && c_.master_worker) {
       std::printf("geops-worker rank=%d master=1 trained=0 keys=%zu init_bytes=%zu\n",
                   tier_->my_rank(), nkeys, bytes_per_round_);
       return absl::OkStatus();
     }
 
     // Where this worker sits among its tier's trainers, for the skew term.
+    // A worker that does not train (a central worker with
+    // DMLC_ENABLE_CENTRAL_WORKER=0) still pushes, as GeoMX scripts do; the
+    // global servers must ignore it, which the checked sums prove.
     int index = 0, count = 0;
     for (const auto& w : tier_->Members(TierRole::kWorker)) {
       if (!w.trains) continue;
       if (w.id == tier_->my_id()) index = count;
       ++count;
     }
+    if (!trains) index = 0, count = 1;
     const int64_t all = c_.num_all_workers > 0 ? c_.num_all_workers : count;
 
     // Gradients (two buffers, alternating, so a round never writes what the
@@ -137,7 +144,11 @@ class Trainer {
                              : sum;
         }
       }
+      uint64_t before = mismatches_;
       Check(r, got, expect);
+      if (r == 1 && mismatches_ > before) {
+        if (auto why = ExplainCount(got, all); !why.empty()) return absl::DataLossError(why);
+      }
       if (o_.progress) {
         std::printf("round %d/%d: pushed %zu bytes, pulled the %s result of %lld workers in %.1f "
                     "ms, %s\n",
@@ -164,6 +175,25 @@ class Trainer {
                                                  mismatches_));
     }
     return absl::OkStatus();
+  }
+
+  // When round 1's first value is an exact multiple of its gradient, the
+  // cluster summed a different number of workers than DMLC_NUM_ALL_WORKER
+  // says: name the variable, not just the mismatch.
+  std::string ExplainCount(const std::vector<Buffer>& got, int64_t all) {
+    if (got.empty() || got[0].size() < sizeof(T)) return "";
+    double v = static_cast<double>(LoadAt<T>(got[0].data(), 0));
+    double sum = o_.rule.rule == UpdateRule::kSgd
+                     ? (static_cast<double>(InitValue(0, 0)) - v) / o_.rule.learning_rate
+                     : v;
+    double workers = sum / static_cast<double>(BaseGradient(1, 0, 0));
+    long long n = std::llround(workers);
+    if (std::abs(workers - static_cast<double>(n)) > 1e-6 || n <= 0 || n == all) return "";
+    return absl::StrFormat(
+        "round 1 summed %d workers' gradients but DMLC_NUM_ALL_WORKER=%d (here): it must count "
+        "every training worker of the cluster (the central party's only with "
+        "DMLC_ENABLE_CENTRAL_WORKER=1)",
+        n, all);
   }
 
   template <typename F>

@@ -19,6 +19,9 @@
 namespace geops {
 namespace {
 
+// A queue pair is one connection: its number is the message's origin.
+uint64_t OriginOfQp(uint32_t qp_num) { return (uint64_t{1} << 32) | qp_num; }
+
 // Every SEND starts with this frame header.
 enum FrameType : uint32_t { kEager = 1, kRts = 2, kCts = 3 };
 struct Frame {
@@ -260,6 +263,16 @@ absl::StatusOr<int> RdmaTransport::Listen(const std::string& host, int port) {
   listen_id_ = std::move(id);
   log::Verbose(1, "rdma: listening on %s:%d", host, bound_port);
   return bound_port;
+}
+
+absl::Status RdmaTransport::Alias(int new_id, int existing_id) {
+  std::lock_guard<std::mutex> lock(conns_mu_);
+  auto it = peers_.find(existing_id);
+  if (it == peers_.end()) {
+    return absl::NotFoundError(absl::StrFormat("no connection to node %d", existing_id));
+  }
+  peers_[new_id] = it->second;
+  return absl::OkStatus();
 }
 
 absl::Status RdmaTransport::Connect(int peer_id, const std::string& host, int port) {
@@ -593,10 +606,11 @@ void RdmaTransport::HandleCompletion(const ibv_wc& wc) {
         pr = std::move(it->second);
         pending_recvs_.erase(it);
       }
-      Deliver(wire::Decode({pr.header.data(), pr.header.size()}, std::move(pr.targets)));
+      Deliver(wire::Decode({pr.header.data(), pr.header.size()}, std::move(pr.targets)),
+              pr.origin);
       return;
     }
-    HandleRecv(c, slot.Slice(0, wc.byte_len));
+    HandleRecv(c, slot.Slice(0, wc.byte_len), OriginOfQp(wc.qp_num));
     return;
   }
 
@@ -627,7 +641,7 @@ void RdmaTransport::OnSendCompletion(Conn& c, uint64_t seq) {
   FlushLocked(c);
 }
 
-void RdmaTransport::HandleRecv(Conn* c, Buffer slot) {
+void RdmaTransport::HandleRecv(Conn* c, Buffer slot, uint64_t origin) {
   if (slot.size() < sizeof(Frame)) {
     stats_.malformed.fetch_add(1);
     log::Warn("rdma: dropped a %d-byte frame", slot.size());
@@ -638,7 +652,7 @@ void RdmaTransport::HandleRecv(Conn* c, Buffer slot) {
   Buffer body = slot.Slice(sizeof(Frame), slot.size() - sizeof(Frame));
   switch (f.type) {
     case kEager:
-      Deliver(wire::DecodeFlat(body));
+      Deliver(wire::DecodeFlat(body), origin);
       return;
     case kRts: {
       auto info = wire::DecodeHeader({body.data(), body.size()});
@@ -694,7 +708,8 @@ void RdmaTransport::HandleRecv(Conn* c, Buffer slot) {
           const MemoryRegion* r = targets[i].size() ? targets[i].region() : nullptr;
           cts[i] = {reinterpret_cast<uint64_t>(targets[i].data()), r ? r->rkey : 0, token};
         }
-        pending_recvs_[token] = {Buffer::CopyOf(body.data(), body.size()), std::move(targets)};
+        pending_recvs_[token] = {Buffer::CopyOf(body.data(), body.size()), std::move(targets),
+                                 origin};
       }
       Buffer frame = Buffer::Allocate(sizeof(Frame) + cts.size() * sizeof(CtsTarget));
       Frame out{kCts, static_cast<uint32_t>(cts.size()), f.id};
@@ -748,13 +763,14 @@ void RdmaTransport::HandleRecv(Conn* c, Buffer slot) {
   }
 }
 
-void RdmaTransport::Deliver(absl::StatusOr<Message> decoded) {
+void RdmaTransport::Deliver(absl::StatusOr<Message> decoded, uint64_t origin) {
   if (!decoded.ok()) {
     stats_.malformed.fetch_add(1);
     log::Warn("rdma: dropped a message: %s", decoded.status().message());
     return;
   }
   Message& m = *decoded;
+  m.origin = origin;
   if (!(m.header.flags & msgflag::kRequest)) {
     // A response that came eagerly leaves its announced destination unused.
     std::lock_guard<std::mutex> lock(rdv_mu_);

@@ -54,6 +54,7 @@ class RdmaTransport final : public Transport {
   const char* name() const override { return "rdma"; }
   absl::StatusOr<int> Listen(const std::string& host, int port) override;
   absl::Status Connect(int peer_id, const std::string& host, int port) override;
+  absl::Status Alias(int new_id, int existing_id) override;
   absl::Status Send(const Message& msg) override;
   absl::StatusOr<Message> Receive(absl::Duration timeout) override;
   absl::Status Register(const Buffer& buf) override;
@@ -78,9 +79,10 @@ class RdmaTransport final : public Transport {
   int PollOnce();
   bool RecentlyBusy() const;
   void HandleCompletion(const ibv_wc& wc);
-  void HandleRecv(Conn* c, Buffer slot);
+  void HandleRecv(Conn* c, Buffer slot, uint64_t origin);
   // Queues a decoded message for Receive(); counts and drops a malformed one.
-  void Deliver(absl::StatusOr<Message> decoded);
+  // `origin` names the queue pair it came on (Message::origin).
+  void Deliver(absl::StatusOr<Message> decoded, uint64_t origin);
   // Posts every free receive slot, in one chain; called with slots_mu_ held.
   absl::Status PostRecvSlotsLocked();
   // Posting on a connection; called with c.mu held.
@@ -123,6 +125,7 @@ class RdmaTransport final : public Transport {
   struct PendingRecv {
     Buffer header;
     std::vector<Buffer> targets;
+    uint64_t origin = 0;
   };
   std::mutex rdv_mu_;
   std::map<uint32_t, PendingRecv> pending_recvs_;   // by token (imm data)

@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "absl/strings/str_format.h"
@@ -26,13 +27,34 @@ int SetInt(void* socket, int option, int value) {
 }
 
 // A received frame, owned by a heap zmq_msg_t that lives as long as the Buffer.
-Buffer AdoptFrame(zmq_msg_t* frame) {
+Buffer AdoptFrame(zmq_msg_t* frame, std::shared_ptr<std::atomic<int64_t>> lent) {
   void* data = zmq_msg_data(frame);
   size_t size = zmq_msg_size(frame);
-  return Buffer::Wrap(data, size, [frame] {
+  lent->fetch_add(static_cast<int64_t>(size), std::memory_order_relaxed);
+  return Buffer::Wrap(data, size, [frame, size, lent = std::move(lent)] {
+    lent->fetch_sub(static_cast<int64_t>(size), std::memory_order_relaxed);
     zmq_msg_close(frame);
     delete frame;
   });
+}
+
+// FNV-1a of a routing id: a stable per-connection token for Message::origin.
+uint64_t OriginOf(const zmq_msg_t* identity) {
+  const auto* p = static_cast<const uint8_t*>(zmq_msg_data(const_cast<zmq_msg_t*>(identity)));
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < zmq_msg_size(const_cast<zmq_msg_t*>(identity)); ++i) {
+    h = (h ^ p[i]) * 1099511628211ull;
+  }
+  return h | 1;  // never 0, which means "unknown"
+}
+
+// 16 random bytes (the first non-zero: ZeroMQ reserves ids that start with 0).
+std::string RandomRoutingId() {
+  std::string id(16, '\0');
+  std::random_device rd;
+  for (auto& c : id) c = static_cast<char>(rd());
+  if (id[0] == 0) id[0] = 1;
+  return id;
 }
 
 }  // namespace
@@ -40,7 +62,8 @@ Buffer AdoptFrame(zmq_msg_t* frame) {
 void TcpTransport::ContextDeleter::operator()(void* ctx) const { zmq_ctx_term(ctx); }
 void TcpTransport::SocketDeleter::operator()(void* sock) const { zmq_close(sock); }
 
-TcpTransport::TcpTransport() : context_(zmq_ctx_new()) {
+TcpTransport::TcpTransport(size_t max_message_bytes)
+    : max_message_bytes_(max_message_bytes), context_(zmq_ctx_new()) {
   // Pending frames hold application Buffers; let teardown flush them briefly
   // rather than drop the final EXIT of an orderly shutdown.
   zmq_ctx_set(context_.get(), ZMQ_MAX_SOCKETS, 65536);
@@ -58,6 +81,10 @@ absl::StatusOr<int> TcpTransport::Listen(const std::string& host, int port) {
   if (!sock) return ZmqError("zmq_socket(ROUTER)");
   SetInt(sock.get(), ZMQ_RCVHWM, 0);
   SetInt(sock.get(), ZMQ_LINGER, 0);
+  // Checked per frame against the announced length, before ZeroMQ
+  // allocates it: a peer cannot make us hold more than this per connection.
+  int64_t max_frame = static_cast<int64_t>(max_message_bytes_);
+  zmq_setsockopt(sock.get(), ZMQ_MAXMSGSIZE, &max_frame, sizeof(max_frame));
   std::string endpoint = absl::StrFormat("tcp://%s:%s", host, port == 0 ? "*" : std::to_string(port));
   if (port == 0) endpoint = absl::StrFormat("tcp://%s:*", host);
   if (zmq_bind(sock.get(), endpoint.c_str()) != 0) {
@@ -89,6 +116,8 @@ absl::Status TcpTransport::Connect(int peer_id, const std::string& host, int por
   SetInt(sock.get(), ZMQ_RECONNECT_IVL, 100);
   SetInt(sock.get(), ZMQ_RECONNECT_IVL_MAX, 1000);
   SetInt(sock.get(), ZMQ_TCP_KEEPALIVE, 1);
+  std::string routing_id = RandomRoutingId();
+  zmq_setsockopt(sock.get(), ZMQ_ROUTING_ID, routing_id.data(), routing_id.size());
   std::string endpoint = absl::StrFormat("tcp://%s:%d", host, port);
   if (zmq_connect(sock.get(), endpoint.c_str()) != 0) {
     return ZmqError("connect to " + endpoint);
@@ -101,7 +130,25 @@ absl::Status TcpTransport::Connect(int peer_id, const std::string& host, int por
   return absl::OkStatus();
 }
 
+absl::Status TcpTransport::Alias(int new_id, int existing_id) {
+  std::unique_lock lock(peers_mu_);
+  auto it = peers_.find(existing_id);
+  if (it == peers_.end()) {
+    return absl::NotFoundError(absl::StrFormat("no connection to node %d", existing_id));
+  }
+  peers_[new_id] = it->second;
+  return absl::OkStatus();
+}
+
 absl::Status TcpTransport::Send(const Message& msg) {
+  for (const auto& s : msg.segments) {
+    if (s.size() > max_message_bytes_) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "a %d-byte segment to node %d exceeds GEOPS_MAX_MESSAGE_MB (%d MiB), which every "
+          "receiver enforces: raise it on every node, or use smaller keys",
+          s.size(), msg.header.recipient, max_message_bytes_ >> 20));
+    }
+  }
   std::shared_ptr<Peer> peer;
   {
     std::shared_lock lock(peers_mu_);
@@ -177,7 +224,7 @@ absl::StatusOr<Message> TcpTransport::ReadMessage() {
       return ZmqError("receive");
     }
     bytes += zmq_msg_size(frame);
-    frames.push_back(AdoptFrame(frame));
+    frames.push_back(AdoptFrame(frame, lent_));
   }
   stats_.bytes_received.fetch_add(bytes, std::memory_order_relaxed);
   if (frames.empty()) return absl::DataLossError("malformed message: no header frame");
@@ -208,6 +255,7 @@ absl::StatusOr<Message> TcpTransport::Receive(absl::Duration timeout) {
     zmq_msg_t identity;
     zmq_msg_init(&identity);
     int got = zmq_msg_recv(&identity, receiver_.get(), ZMQ_DONTWAIT);
+    uint64_t origin = got < 0 ? 0 : OriginOf(&identity);
     zmq_msg_close(&identity);
     if (got < 0) continue;
     auto msg = ReadMessage();
@@ -221,6 +269,7 @@ absl::StatusOr<Message> TcpTransport::Receive(absl::Duration timeout) {
       return msg.status();
     }
     stats_.messages_received.fetch_add(1, std::memory_order_relaxed);
+    msg->origin = origin;
     return msg;
   }
 }

@@ -10,7 +10,7 @@ namespace geops {
 absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const TransportOptions& options) {
   switch (options.van) {
     case VanType::kTcp:
-      return std::unique_ptr<Transport>(std::make_unique<TcpTransport>());
+      return std::unique_ptr<Transport>(std::make_unique<TcpTransport>(options.max_message_bytes));
     case VanType::kRdma: {
 #ifdef GEOPS_HAVE_RDMA
       RdmaOptions o;

@@ -47,6 +47,11 @@ class Transport {
   // path (a node table may move an id to a new address).
   virtual absl::Status Connect(int peer_id, const std::string& host, int port) = 0;
 
+  // Makes `new_id` another name for the send path of `existing_id`, so a
+  // peer that first knew us under a temporary id keeps hearing from the
+  // same connection (the receiving tier binds ids to connections).
+  virtual absl::Status Alias(int new_id, int existing_id) = 0;
+
   // Queues `msg` for msg.header.recipient. The segments' Buffers are kept
   // alive until the bytes have left, then released; the caller must not
   // write to them meanwhile.
@@ -87,6 +92,9 @@ struct TransportOptions {
   size_t rdma_mem_limit = size_t{2} << 30;  // bound on registered bytes
   size_t rdma_slot_bytes = 16 * 1024;       // larger messages use a rendezvous
   absl::Duration connect_timeout = absl::Seconds(60);
+  // tcp: a peer that announces a bigger frame is disconnected before any of
+  // it is buffered (ZMQ_MAXMSGSIZE), and Send refuses to build one.
+  size_t max_message_bytes = size_t{256} << 20;
 };
 
 // The transport asked for; a clear error when this build or machine cannot

@@ -9,6 +9,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "absl/status/status.h"
@@ -66,15 +67,6 @@ absl::StatusOr<absl::Duration> GetSeconds(const EnvLookup& env, std::string_view
     return Bad(name, *v, "a number of seconds in (0, 86400]");
   }
   return absl::Seconds(s);
-}
-
-bool Resolves(const std::string& host) {
-  addrinfo hints{};
-  hints.ai_family = AF_INET;
-  addrinfo* res = nullptr;
-  int rc = getaddrinfo(host.c_str(), nullptr, &hints, &res);
-  if (res) freeaddrinfo(res);
-  return rc == 0;
 }
 
 absl::StatusOr<std::string> ResolveIPv4(const std::string& host) {
@@ -153,8 +145,10 @@ absl::StatusOr<TierConfig> ParseTier(const EnvLookup& env, bool global, bool cou
         "%s is not set: expected the IP or host name of the %s scheduler (needed by %s)", uri,
         global ? "global" : "local", who));
   }
-  if (!Resolves(*host)) return Bad(uri, *host, "an IPv4 address or a resolvable host name");
+  auto addr = ResolveIPv4(*host);
+  if (!addr.ok()) return Bad(uri, *host, "an IPv4 address or a resolvable host name");
   t.scheduler_host = *host;
+  t.scheduler_addr = *addr;
   auto p = GetInt(env, port, 1, 65535, std::nullopt,
                   absl::StrCat("the ", global ? "global" : "local", " scheduler's port, needed by ",
                                who));
@@ -178,6 +172,54 @@ absl::StatusOr<TierConfig> ParseTier(const EnvLookup& env, bool global, bool cou
   t.num_servers = *s;
   t.num_workers = *w;
   return t;
+}
+
+// GeoMX's accelerator switches. geops does not implement them yet, so a
+// launch script that sets them must hear so: the ones that change what
+// training computes are refused, the ones that only change how bytes travel
+// are warned about once.
+absl::Status CheckGeoMXVariables(const EnvLookup& env, std::vector<std::string>* warnings) {
+  struct Refused {
+    const char* name;
+    const char* off;  // the value that means "off"
+    const char* why;
+  };
+  for (const Refused& r : {
+           Refused{"MXNET_KVSTORE_USE_HFA", "0",
+                   "0 or unset: geops does not implement hierarchical frequency aggregation "
+                   "yet; every round is fully synchronous, so K1/K2 local steps would not "
+                   "happen"},
+           Refused{"ENABLE_DGT", "0",
+                   "0 or unset: geops does not implement DGT (lossy UDP transmission); every "
+                   "gradient travels reliably over TCP"},
+       }) {
+    auto v = Get(env, r.name);
+    if (v && *v != r.off && absl::AsciiStrToLower(*v) != "false") return Bad(r.name, *v, r.why);
+  }
+  struct Ignored {
+    const char* name;
+    const char* instead;
+  };
+  for (const Ignored& i : {
+           Ignored{"MXNET_KVSTORE_HFA_K1", "HFA is off"},
+           Ignored{"MXNET_KVSTORE_HFA_K2", "HFA is off"},
+           Ignored{"MXNET_KVSTORE_SIZE_LOWER_BOUND",
+                   "the WAN tier sends every key dense in full precision"},
+           Ignored{"MXNET_KVSTORE_BIGARRAY_BOUND", "keys are not sliced across global servers"},
+           Ignored{"DMLC_UDP_CHANNEL_NUM", "DGT is not implemented; TCP carries everything"},
+           Ignored{"DMLC_K", "DGT is not implemented; TCP carries everything"},
+           Ignored{"ADAPTIVE_K_FLAG", "DGT is not implemented; TCP carries everything"},
+           Ignored{"ENABLE_INTER_TS", "TSEngine is not implemented; ZeroMQ schedules the links"},
+           Ignored{"ENABLE_INTRA_TS", "TSEngine is not implemented; ZeroMQ schedules the links"},
+           Ignored{"MAX_GREED_RATE_TS", "TSEngine is not implemented"},
+           Ignored{"ENABLE_P3", "keys leave in key order, not by layer priority"},
+       }) {
+    if (auto v = Get(env, i.name)) {
+      warnings->push_back(absl::StrFormat("%s=\"%s\" is a GeoMX setting geops ignores: %s", i.name,
+                                          *v, i.instead));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -286,6 +328,7 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
   auto central = GetBool(env, "DMLC_ENABLE_CENTRAL_WORKER");
   if (!central.ok()) return central.status();
   c.enable_central_worker = *central;
+  c.enable_central_worker_set = Get(env, "DMLC_ENABLE_CENTRAL_WORKER").has_value();
 
   auto all = GetInt(env, "DMLC_NUM_ALL_WORKER", 1, 1 << 20, 0, "");
   if (!all.ok()) return all.status();
@@ -342,10 +385,15 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
   }
   if (c.role == Role::kScheduler || c.global_role == GlobalRole::kGlobalScheduler) {
     // A scheduler listens where DMLC_PS_(GLOBAL_)ROOT_URI says it does.
-    const TierConfig& t = c.local ? *c.local : *c.global;
-    auto addr = ResolveIPv4(t.scheduler_host);
-    if (!addr.ok()) return addr.status();
-    c.node_host = *addr;
+    c.node_host = c.local ? c.local->scheduler_addr : c.global->scheduler_addr;
+  }
+  if (auto v = Get(env, "GEOPS_PARTY")) {
+    if (v->size() > 64 || v->find_first_of(" \t\n\"") != std::string::npos) {
+      return Bad("GEOPS_PARTY", *v, "a short name without spaces or quotes (64 characters at most)");
+    }
+    c.party = *v;
+  } else if (c.local) {
+    c.party = absl::StrFormat("%s:%d", c.local->scheduler_host, c.local->scheduler_port);
   }
 
   auto port = GetInt(env, "PORT", 0, 65535, 0, "");
@@ -403,6 +451,14 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
   auto st = GetSeconds(env, "GEOPS_STARTUP_TIMEOUT", c.startup_timeout);
   if (!st.ok()) return st.status();
   c.startup_timeout = *st;
+  auto ct = GetSeconds(env, "GEOPS_CONNECT_TIMEOUT", std::min(c.connect_timeout, c.startup_timeout));
+  if (!ct.ok()) return ct.status();
+  c.connect_timeout = *ct;
+  auto mm = GetInt(env, "GEOPS_MAX_MESSAGE_MB", 1, 16384,
+                   static_cast<int>(c.max_message_bytes >> 20), "");
+  if (!mm.ok()) return mm.status();
+  c.max_message_bytes = static_cast<size_t>(*mm) << 20;
+  if (auto s = CheckGeoMXVariables(env, &c.warnings); !s.ok()) return s;
   return c;
 }
 
@@ -448,7 +504,18 @@ Training
                             (default: its own party's training workers).
   DMLC_ENABLE_CENTRAL_WORKER 1: the central party's workers (the master worker
                             included) train and contribute every round.
-                            Default 0: the master worker only initialises.
+                            0 (default): their pushes are ignored and the
+                            master worker only initialises. As in GeoMX it
+                            is read on the global servers; any process of
+                            the central party may set it, and the central
+                            scheduler refuses values that disagree.
+
+GeoMX accelerators (not implemented yet)
+  MXNET_KVSTORE_USE_HFA=1 and ENABLE_DGT (not 0) are refused at start;
+  MXNET_KVSTORE_HFA_K1/K2, MXNET_KVSTORE_SIZE_LOWER_BOUND,
+  MXNET_KVSTORE_BIGARRAY_BOUND, DMLC_UDP_CHANNEL_NUM, DMLC_K, ADAPTIVE_K_FLAG,
+  ENABLE_INTER_TS, ENABLE_INTRA_TS, MAX_GREED_RATE_TS and ENABLE_P3 are
+  reported once as ignored, with what geops does instead.
 
 Networking
   DMLC_NODE_HOST            IPv4 address this node listens on and advertises.
@@ -471,7 +538,23 @@ Liveness
                             dead and the cluster stops with an error naming it
                             (default 15; at least twice the interval).
   GEOPS_STARTUP_TIMEOUT     seconds a scheduler waits for every node to
-                            register, and a node for its scheduler (default 300).
+                            register, and a node for its node table (default 300).
+  GEOPS_CONNECT_TIMEOUT     seconds a node waits for its scheduler to answer
+                            its registration; then it stops, naming the
+                            scheduler's address (default 30, at most
+                            GEOPS_STARTUP_TIMEOUT).
+
+Limits
+  GEOPS_MAX_MESSAGE_MB      largest frame (one key's value) a tcp peer may send,
+                            in MiB (default 256). A peer announcing more is
+                            disconnected before anything is buffered; a sender
+                            refuses to build such a frame, naming this variable.
+                            Set it to the same value on every node.
+
+Names
+  GEOPS_PARTY               this process's party name in logs (default: the
+                            local scheduler's host:port). geops-launch sets
+                            central, A, B, ...
 
 Logging
   PS_VERBOSE                0 | 1 | 2: 1 logs connections (ids, roles,

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -27,6 +28,7 @@ std::string_view GlobalRoleName(GlobalRole r);
 // Where one tier's scheduler is and how many nodes it waits for.
 struct TierConfig {
   std::string scheduler_host;  // as given (IP or host name)
+  std::string scheduler_addr;  // its IPv4 address: what we bind or connect to
   int scheduler_port = 0;
   int num_servers = 0;
   int num_workers = 0;
@@ -41,6 +43,10 @@ struct Config {
   std::optional<TierConfig> global;
   int num_all_workers = 0;  // 0: not given
   bool enable_central_worker = false;
+  bool enable_central_worker_set = false;  // the variable was given (0 or 1)
+  // Names this process's party in logs (GEOPS_PARTY; default: its local
+  // scheduler's host:port, the same for every process of the party).
+  std::string party;
   int verbose = 0;
   // Address this node listens on and advertises.
   std::string node_host = "127.0.0.1";
@@ -51,6 +57,13 @@ struct Config {
   absl::Duration heartbeat_interval = absl::Seconds(1);
   absl::Duration heartbeat_timeout = absl::Seconds(15);
   absl::Duration startup_timeout = absl::Seconds(300);
+  // How long a node waits for its scheduler to acknowledge registration
+  // before it reports the scheduler missing (GEOPS_CONNECT_TIMEOUT).
+  absl::Duration connect_timeout = absl::Seconds(30);
+  // Largest frame a tcp peer may send us (GEOPS_MAX_MESSAGE_MB).
+  size_t max_message_bytes = size_t{256} << 20;
+  // Things worth saying once at start-up (GeoMX variables geops ignores).
+  std::vector<std::string> warnings;
 
   bool in_local_tier() const { return role.has_value(); }
   bool in_global_tier() const { return global_role != GlobalRole::kNone; }

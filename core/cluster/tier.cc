@@ -27,6 +27,7 @@ constexpr size_t kMaxEarlyMessages = 65536;
 TierOptions MakeTierOptions(const Config& c, bool global, TierRole role) {
   TierOptions o;
   o.name = global ? "global" : "local";
+  o.label = global ? "global" : absl::StrCat("party ", c.party);
   o.role = role;
   o.cluster = global ? *c.global : *c.local;
   o.host = c.node_host;
@@ -37,9 +38,15 @@ TierOptions MakeTierOptions(const Config& c, bool global, TierRole role) {
   o.transport.rdma_mem_limit = c.rdma_mem_limit;
   o.transport.rdma_slot_bytes = c.rdma_slot_bytes;
   o.transport.connect_timeout = c.startup_timeout;
+  o.transport.max_message_bytes = c.max_message_bytes;
   o.heartbeat_interval = c.heartbeat_interval;
   o.heartbeat_timeout = c.heartbeat_timeout;
   o.startup_timeout = c.startup_timeout;
+  o.connect_timeout = c.connect_timeout;
+  o.self.party_name = c.party;
+  o.self.central_flag = c.enable_central_worker_set ? (c.enable_central_worker ? 1 : 0) : -1;
+  o.self.num_all_workers = c.num_all_workers;
+  o.self.global_server = !global && c.global_role == GlobalRole::kGlobalServer;
   return o;
 }
 
@@ -66,11 +73,21 @@ void Tier::Stop() {
 }
 
 std::string Tier::Describe(int id) const {
-  if (const NodeInfo* n = Find(id)) {
-    return absl::StrFormat("node %d (%s rank %d at %s)", id, TierRoleName(n->role), n->rank,
-                           n->Address());
+  const NodeInfo* n = Find(id);
+  if (n == nullptr) return absl::StrFormat("node %d", id);
+  if (n->role == TierRole::kScheduler) {
+    return absl::StrFormat("the %s scheduler at %s", options_.label, n->Address());
   }
-  return absl::StrFormat("node %d", id);
+  // A global-tier worker is a party's server: name it by its party first.
+  if (options_.name == "global" && n->role == TierRole::kWorker) {
+    return absl::StrFormat("the server of party %s (global-tier worker rank %d, node %d at %s)",
+                           n->party_name, n->rank, id, n->Address());
+  }
+  if (options_.name == "global") {
+    return absl::StrFormat("global server rank %d (node %d at %s)", n->rank, id, n->Address());
+  }
+  return absl::StrFormat("%s%s rank %d of %s (node %d at %s)", n->master ? "master " : "",
+                         TierRoleName(n->role), n->rank, options_.label, id, n->Address());
 }
 
 const NodeInfo* Tier::Find(int id) const {
@@ -96,13 +113,14 @@ absl::Status Tier::health() const {
 absl::Status Tier::Start() {
   const TierConfig& c = options_.cluster;
   if (options_.role == TierRole::kScheduler) {
-    auto port = transport_->Listen(c.scheduler_host, c.scheduler_port);
+    auto port = transport_->Listen(c.scheduler_addr, c.scheduler_port);
     if (!port.ok()) return port.status();
     my_id_ = kSchedulerId;
     my_rank_ = 0;
     started_at_ = absl::Now();
+    last_tick_ = started_at_;
     log::Verbose(1, "%s scheduler listening on %s:%d, waiting for %d servers and %d workers",
-                 options_.name, c.scheduler_host, *port, c.num_servers, c.num_workers);
+                 options_.label, c.scheduler_addr, *port, c.num_servers, c.num_workers);
     receiver_ = std::thread([this] { ReceiveLoop(); });
     return absl::OkStatus();
   }
@@ -114,7 +132,7 @@ absl::Status Tier::Start() {
   self.host = options_.host;
   self.port = *port;
   options_.self = self;
-  if (auto s = transport_->Connect(kSchedulerId, c.scheduler_host, c.scheduler_port); !s.ok()) {
+  if (auto s = transport_->Connect(kSchedulerId, c.scheduler_addr, c.scheduler_port); !s.ok()) {
     return s;
   }
   last_heard_scheduler_ns_.store(absl::GetCurrentTimeNanos());
@@ -125,23 +143,39 @@ absl::Status Tier::Start() {
   reg.header.recipient = kSchedulerId;
   reg.segments.push_back(EncodeNodeInfo(self));
   if (auto s = transport_->Send(reg); !s.ok()) return s;
-  log::Verbose(1, "%s: registering as %s at %s:%d with the scheduler at %s:%d", options_.name,
-               TierRoleName(options_.role), self.host, self.port, c.scheduler_host,
+  log::Verbose(1, "%s: registering as %s at %s:%d with the scheduler at %s:%d", options_.label,
+               TierRoleName(options_.role), self.host, self.port, c.scheduler_addr,
                c.scheduler_port);
 
+  const char* where =
+      options_.name == "global" ? "DMLC_PS_GLOBAL_ROOT_URI/PORT" : "DMLC_PS_ROOT_URI/PORT";
   std::unique_lock<std::mutex> lock(mu_);
+  // A scheduler that never came up (port taken, wrong address, crashed)
+  // must not cost everyone the whole start-up timeout: it acknowledges a
+  // registration at once, so silence for connect_timeout means it is gone.
+  bool acked = cv_.wait_for(lock, absl::ToChronoMilliseconds(options_.connect_timeout), [&] {
+    return registered_ || table_ready_ || !health_.ok();
+  });
+  if (!health_.ok()) return health_;
+  if (!acked) {
+    std::string why = absl::StrFormat(
+        "%s tier: no scheduler answered at %s:%d within %s (GEOPS_CONNECT_TIMEOUT): it is not "
+        "running, failed to start, or %s is wrong",
+        options_.label, c.scheduler_addr, c.scheduler_port,
+        absl::FormatDuration(options_.connect_timeout), where);
+    health_ = absl::UnavailableError(why);
+    return health_;
+  }
   bool ready = cv_.wait_for(lock, absl::ToChronoMilliseconds(options_.startup_timeout), [&] {
     return table_ready_ || !health_.ok();
   });
   if (!health_.ok()) return health_;
   if (!ready) {
     return absl::DeadlineExceededError(absl::StrFormat(
-        "%s tier: no node table from the scheduler at %s:%d after %s (is it running, and are "
-        "%s right? it waits for %d servers and %d workers)",
-        options_.name, c.scheduler_host, c.scheduler_port,
-        absl::FormatDuration(options_.startup_timeout),
-        options_.name == "global" ? "DMLC_PS_GLOBAL_ROOT_URI/PORT" : "DMLC_PS_ROOT_URI/PORT",
-        c.num_servers, c.num_workers));
+        "%s tier: no node table from the scheduler at %s:%d after %s (it waits for %d servers "
+        "and %d workers: are the counts right?)",
+        options_.label, c.scheduler_addr, c.scheduler_port,
+        absl::FormatDuration(options_.startup_timeout), c.num_servers, c.num_workers));
   }
   lock.unlock();
   heartbeat_ = std::thread([this] { HeartbeatLoop(); });
@@ -156,10 +190,10 @@ void Tier::ReceiveLoop() {
     if (!msg.ok()) {
       if (absl::IsCancelled(msg.status())) return;
       if (absl::IsDeadlineExceeded(msg.status())) continue;
-      log::Error("%s: receive failed: %s", options_.name, msg.status().ToString());
+      log::Error("%s: receive failed: %s", options_.label, msg.status().ToString());
       continue;
     }
-    log::Verbose(2, "%s: recv %s", options_.name, msg->DebugString());
+    log::Verbose(2, "%s: recv %s", options_.label, msg->DebugString());
     Handle(std::move(*msg));
     NotifyAbortOnce();
   }
@@ -179,33 +213,113 @@ void Tier::SendControl(int to, Command cmd, Buffer body) {
   m.header.sender = my_id_;
   m.header.recipient = to;
   if (!body.empty()) m.segments.push_back(std::move(body));
-  log::Verbose(2, "%s: send %s", options_.name, m.DebugString());
+  log::Verbose(2, "%s: send %s", options_.label, m.DebugString());
   if (auto s = transport_->Send(m); !s.ok()) {
-    log::Warn("%s: cannot send %s to %s: %s", options_.name, CommandName(cmd), Describe(to),
+    log::Warn("%s: cannot send %s to %s: %s", options_.label, CommandName(cmd), Describe(to),
               s.message());
   }
 }
 
 absl::Status Tier::Send(Message msg) {
   msg.header.sender = my_id_;
-  log::Verbose(2, "%s: send %s", options_.name, msg.DebugString());
+  log::Verbose(2, "%s: send %s", options_.label, msg.DebugString());
   return transport_->Send(msg);
 }
 
 // ---------------------------------------------------------------------------
 // Node side.
 
+void Tier::Reject(const Message& msg, const std::string& why) {
+  uint64_t n = rejected_.fetch_add(1) + 1;
+  // A flood of forgeries must not become a flood of log lines.
+  if (n <= 20 || n % 1000 == 0) {
+    log::Warn("%s: rejected %s (%d rejected so far): %s", options_.label, msg.DebugString(), n,
+              why);
+  }
+}
+
+bool Tier::BindOriginLocked(int id, uint64_t origin) {
+  if (origin == 0) return true;  // a transport that cannot tell connections apart
+  auto [it, fresh] = origin_of_.emplace(id, origin);
+  return fresh || it->second == origin;
+}
+
+bool Tier::AcceptedAsNodeLocked(const Message& msg) {
+  const Header& h = msg.header;
+  switch (h.command) {
+    case Command::kRegisterAck:
+    case Command::kNodeTable:
+    case Command::kBarrierDone:
+    case Command::kHeartbeatAck:
+    case Command::kTerminate:
+    case Command::kShutdown:
+    case Command::kAbort:
+      if (h.sender != kSchedulerId) {
+        Reject(msg, "only the scheduler may send this command");
+        return false;
+      }
+      if (!BindOriginLocked(kSchedulerId, msg.origin)) {
+        Reject(msg, "it claims to be the scheduler but came on another connection");
+        return false;
+      }
+      return true;
+    case Command::kData:
+    case Command::kSetRule: {
+      if (!table_ready_) return true;  // checked again when replayed
+      const NodeInfo* n = Find(h.sender);
+      const bool request = h.flags & msgflag::kRequest;
+      const bool server = options_.role == TierRole::kServer;
+      // Servers take requests from workers; workers take answers from servers.
+      if (n == nullptr || n->role != (server ? TierRole::kWorker : TierRole::kServer) ||
+          request != server) {
+        Reject(msg, n == nullptr ? "the sender is not in the node table"
+                                 : absl::StrCat("a ", TierRoleName(n->role), " may not send a ",
+                                                request ? "request" : "response", " to a ",
+                                                TierRoleName(options_.role)));
+        return false;
+      }
+      if (h.command == Command::kSetRule && request && !n->master) {
+        bool tier_has_master = false;
+        for (const auto& m : nodes_) tier_has_master |= m.master;
+        if (tier_has_master) {
+          Reject(msg, "only the master worker sets the update rule");
+          return false;
+        }
+      }
+      if (!BindOriginLocked(h.sender, msg.origin)) {
+        Reject(msg, absl::StrCat("it claims to be ", Describe(h.sender),
+                                 " but came on another connection"));
+        return false;
+      }
+      return true;
+    }
+    default:
+      Reject(msg, "not a command a node accepts");
+      return false;
+  }
+}
+
 void Tier::HandleAsNode(Message&& msg) {
   const Header& h = msg.header;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!AcceptedAsNodeLocked(msg)) return;
+  }
   if (h.sender == kSchedulerId) {
     last_heard_scheduler_ns_.store(absl::GetCurrentTimeNanos(), std::memory_order_relaxed);
   }
   switch (h.command) {
+    case Command::kRegisterAck: {
+      std::lock_guard<std::mutex> lock(mu_);
+      registered_ = true;
+      cv_.notify_all();
+      break;
+    }
     case Command::kNodeTable: {
       if (msg.segments.size() != 1) break;
       auto table = DecodeNodeTable(msg.segments[0]);
       if (!table.ok()) {
-        log::Error("%s: dropped a node table: %s", options_.name, table.status().message());
+        log::Error("%s: dropped a node table: %s", options_.label, table.status().message());
         break;
       }
       std::vector<Message> early;
@@ -225,7 +339,7 @@ void Tier::HandleAsNode(Message&& msg) {
           break;
         }
         for (const auto& n : nodes_) {
-          log::Verbose(1, "%s: node table: %s%s", options_.name, n.DebugString(),
+          log::Verbose(1, "%s: node table: %s%s", options_.label, n.DebugString(),
                        n.id == my_id_ ? " (me)" : "");
           // Workers talk to servers and servers answer workers; nobody else
           // needs a path except to the scheduler, which is already open.
@@ -242,6 +356,10 @@ void Tier::HandleAsNode(Message&& msg) {
       }
       cv_.notify_all();
       for (auto& m : early) {
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          if (!AcceptedAsNodeLocked(m)) continue;
+        }
         if (data_handler_) data_handler_(std::move(m));
       }
       break;
@@ -282,7 +400,7 @@ void Tier::HandleAsNode(Message&& msg) {
           if (early_data_.size() >= kMaxEarlyMessages) {
             log::Warn("%s: dropped %s: it arrived before the node table and %d others are "
                       "already waiting",
-                      options_.name, msg.DebugString(), early_data_.size());
+                      options_.label, msg.DebugString(), early_data_.size());
             break;
           }
           early_data_.push_back(std::move(msg));
@@ -293,21 +411,32 @@ void Tier::HandleAsNode(Message&& msg) {
       break;
     }
     default:
-      log::Warn("%s: dropped unexpected %s", options_.name, msg.DebugString());
+      log::Warn("%s: dropped unexpected %s", options_.label, msg.DebugString());
   }
 }
 
 void Tier::HeartbeatLoop() {
   std::unique_lock<std::mutex> lock(mu_);
+  absl::Time last_tick = absl::Now();
   while (!stopping_.load() && !exit_acked_ && health_.ok()) {
     cv_.wait_for(lock, absl::ToChronoMilliseconds(options_.heartbeat_interval));
     if (stopping_.load() || exit_acked_ || !health_.ok()) break;
+    absl::Time now = absl::Now();
+    if (now - last_tick > options_.heartbeat_timeout) {
+      // We did not run for longer than the timeout (SIGSTOP, a debugger,
+      // swapping): the silence was ours, not the scheduler's. Speak first;
+      // if the scheduler gave up on us meanwhile, its abort says so.
+      log::Warn("%s: this process was paused for %s; not blaming the scheduler", options_.label,
+                absl::FormatDuration(now - last_tick));
+      last_heard_scheduler_ns_.store(absl::ToUnixNanos(now), std::memory_order_relaxed);
+    }
+    last_tick = now;
     absl::Duration silent =
         absl::Now() - absl::FromUnixNanos(last_heard_scheduler_ns_.load(std::memory_order_relaxed));
     if (silent > options_.heartbeat_timeout) {
       FailLocked(absl::StrFormat("the %s scheduler at %s:%d has been silent for %s: it died or "
                                  "is unreachable",
-                                 options_.name, options_.cluster.scheduler_host,
+                                 options_.label, options_.cluster.scheduler_addr,
                                  options_.cluster.scheduler_port, absl::FormatDuration(silent)),
                  false);
       break;
@@ -343,7 +472,7 @@ absl::Status Tier::Finalize() {
   if (!health_.ok()) return health_;
   if (!acked) {
     return absl::DeadlineExceededError(absl::StrFormat(
-        "%s tier: the scheduler did not acknowledge our exit within %s", options_.name,
+        "%s tier: the scheduler did not acknowledge our exit within %s", options_.label,
         absl::FormatDuration(options_.heartbeat_timeout)));
   }
   return absl::OkStatus();
@@ -363,20 +492,41 @@ void Tier::Abort(const std::string& reason) {
   FailLocked(reason, /*broadcast=*/true);
 }
 
+void Tier::AbortUnstarted(const std::string& reason) {
+  if (options_.role == TierRole::kScheduler) return;
+  const TierConfig& c = options_.cluster;
+  auto port = transport_->Listen(options_.host, options_.port);
+  if (!port.ok() || !transport_->Connect(kSchedulerId, c.scheduler_addr, c.scheduler_port).ok()) {
+    return;
+  }
+  // The scheduler accepts an abort from a node it has a registration of,
+  // on the connection the registration came on.
+  NodeInfo self = options_.self;
+  self.role = options_.role;
+  self.host = options_.host;
+  self.port = *port;
+  Message reg;
+  reg.header.command = Command::kRegister;
+  reg.header.recipient = kSchedulerId;
+  reg.segments.push_back(EncodeNodeInfo(self));
+  Message abort;
+  abort.header.command = Command::kAbort;
+  abort.header.recipient = kSchedulerId;
+  abort.segments.push_back(EncodeText(reason));
+  if (transport_->Send(reg).ok()) (void)transport_->Send(abort);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (health_.ok()) health_ = absl::AbortedError(reason);
+}
+
 void Tier::FailLocked(const std::string& reason, bool broadcast) {
   if (!health_.ok()) return;
   health_ = absl::AbortedError(reason);
-  log::Error("%s tier stopped: %s", options_.name, reason);
+  log::Error("%s tier stopped: %s", options_.label, reason);
   if (broadcast && options_.role == TierRole::kScheduler) {
     BroadcastLocked(Command::kAbort, EncodeText(reason), group::kServers | group::kWorkers);
-    // Nodes still waiting for a node table are not in it yet: tell them
-    // through temporary ids, or they would wait out their start-up timeout.
-    for (size_t i = 0; i < pending_.size(); ++i) {
-      int temp_id = -1 - static_cast<int>(i);
-      if (transport_->Connect(temp_id, pending_[i].host, pending_[i].port).ok()) {
-        SendControl(temp_id, Command::kAbort, EncodeText(reason));
-      }
-    }
+    // Nodes still waiting for a node table are not in it yet: tell them on
+    // their temporary ids, or they would wait out their start-up timeout.
+    for (const auto& p : pending_) SendControl(p.temp_id, Command::kAbort, EncodeText(reason));
   }
   cv_.notify_all();
 }
@@ -409,46 +559,140 @@ void Tier::BroadcastLocked(Command cmd, const Buffer& body, uint32_t group_mask)
   }
 }
 
+bool Tier::AcceptedAsSchedulerLocked(const Message& msg) {
+  const Header& h = msg.header;
+  if (h.command == Command::kRegister) {
+    if (h.sender == 0) return true;
+    Reject(msg, "a registration must come from a node without an id");
+    return false;
+  }
+  if (h.command == Command::kAbort && h.sender == 0) {
+    // A node whose process failed before the node table came: only one we
+    // hold a registration of, speaking on that registration's connection.
+    for (const auto& p : pending_) {
+      if (msg.origin != 0 && p.origin == msg.origin) return true;
+    }
+    Reject(msg, "an abort from a node that has not registered on this connection");
+    return false;
+  }
+  switch (h.command) {
+    case Command::kBarrier:
+    case Command::kHeartbeat:
+    case Command::kExit:
+    case Command::kAbort: {
+      const NodeInfo* n = Find(h.sender);
+      if (n == nullptr || n->role == TierRole::kScheduler) {
+        Reject(msg, "the sender is not in the node table");
+        return false;
+      }
+      if (!BindOriginLocked(h.sender, msg.origin)) {
+        Reject(msg, absl::StrCat("it claims to be ", Describe(h.sender),
+                                 " but came on another connection"));
+        return false;
+      }
+      return true;
+    }
+    default:
+      Reject(msg, "not a command a scheduler accepts");
+      return false;
+  }
+}
+
+std::string Tier::CheckRegistrationLocked(const NodeInfo& n) const {
+  for (const auto& p : pending_) {
+    const NodeInfo& o = p.info;
+    if (n.master && o.master) {
+      return absl::StrFormat(
+          "two workers set DMLC_ROLE_MASTER_WORKER=1 (%s and %s): exactly one worker of the "
+          "central party is the master worker",
+          o.Address(), n.Address());
+    }
+    if (n.central_flag >= 0 && o.central_flag >= 0 && n.central_flag != o.central_flag) {
+      return absl::StrFormat(
+          "DMLC_ENABLE_CENTRAL_WORKER differs inside the %s tier: \"%d\" at the %s at %s but "
+          "\"%d\" at the %s at %s: set it the same on every process of the party",
+          options_.label, o.central_flag, TierRoleName(o.role), o.Address(), n.central_flag,
+          TierRoleName(n.role), n.Address());
+    }
+    if (n.num_all_workers > 0 && o.num_all_workers > 0 &&
+        n.num_all_workers != o.num_all_workers) {
+      return absl::StrFormat(
+          "DMLC_NUM_ALL_WORKER differs inside the %s tier: \"%d\" at the %s at %s but \"%d\" "
+          "at the %s at %s: it counts the training workers of the whole cluster and must be the "
+          "same everywhere",
+          options_.label, o.num_all_workers, TierRoleName(o.role), o.Address(),
+          n.num_all_workers, TierRoleName(n.role), n.Address());
+    }
+  }
+  return "";
+}
+
+void Tier::RegisterLocked(Message&& msg) {
+  if (msg.segments.size() != 1) {
+    Reject(msg, "a registration without a node record");
+    return;
+  }
+  auto info = DecodeNodeInfo(msg.segments[0]);
+  if (!info.ok()) {
+    Reject(msg, std::string(info.status().message()));
+    return;
+  }
+  if (info->role == TierRole::kScheduler) {
+    Reject(msg, "a scheduler cannot register with a scheduler");
+    return;
+  }
+  for (const auto& p : pending_) {
+    if (msg.origin != 0 && p.origin == msg.origin) return;  // a repeat
+  }
+  // The path back: the acknowledgement, and any abort before the table.
+  // The node binds the scheduler to this one connection, so the table
+  // later travels on it too (Alias in AssignIds).
+  int temp_id = next_temp_id_--;
+  if (auto s = transport_->Connect(temp_id, info->host, info->port); !s.ok()) {
+    log::Warn("%s scheduler: cannot answer the %s at %s: %s", options_.label,
+              TierRoleName(info->role), info->Address(), s.message());
+    return;
+  }
+  int want = info->role == TierRole::kServer ? options_.cluster.num_servers
+                                             : options_.cluster.num_workers;
+  int have = 0;
+  for (const auto& p : pending_) have += p.info.role == info->role;
+  if (table_ready_ || have >= want) {
+    // Tell the surplus node why instead of letting it wait forever.
+    std::string why = absl::StrFormat(
+        "the %s tier already has its %d %ss (DMLC_NUM_%s%s=%d); %s:%d is one too many",
+        options_.label, want, TierRoleName(info->role), options_.name == "global" ? "GLOBAL_" : "",
+        info->role == TierRole::kServer ? "SERVER" : "WORKER", want, info->host, info->port);
+    log::Error("%s scheduler: %s", options_.label, why);
+    SendControl(temp_id, Command::kAbort, EncodeText(why));
+    return;
+  }
+  if (std::string problem = CheckRegistrationLocked(*info); !problem.empty()) {
+    // A misconfigured cluster cannot complete: stop it now, not at the
+    // start-up timeout.
+    SendControl(temp_id, Command::kAbort, EncodeText(problem));
+    FailLocked(problem, true);
+    return;
+  }
+  log::Verbose(1, "%s scheduler: %s registered from %s (%d/%d)", options_.label,
+               TierRoleName(info->role), info->Address(), have + 1, want);
+  pending_.push_back({*info, msg.origin, temp_id});
+  SendControl(temp_id, Command::kRegisterAck);
+  if (static_cast<int>(pending_.size()) ==
+      options_.cluster.num_servers + options_.cluster.num_workers) {
+    AssignIds();
+  }
+}
+
 void Tier::HandleAsScheduler(Message&& msg) {
   const Header& h = msg.header;
   std::lock_guard<std::mutex> lock(mu_);
+  if (!AcceptedAsSchedulerLocked(msg)) return;
   if (h.sender != 0) last_seen_[h.sender] = absl::Now();
   switch (h.command) {
-    case Command::kRegister: {
-      if (msg.segments.size() != 1) break;
-      auto info = DecodeNodeInfo(msg.segments[0]);
-      if (!info.ok()) {
-        log::Warn("%s scheduler: dropped a registration: %s", options_.name,
-                  info.status().message());
-        break;
-      }
-      if (info->role == TierRole::kScheduler) break;
-      int want = info->role == TierRole::kServer ? options_.cluster.num_servers
-                                                 : options_.cluster.num_workers;
-      int have = 0;
-      for (const auto& p : pending_) have += p.role == info->role;
-      if (table_ready_ || have >= want) {
-        // Tell the surplus node why instead of letting it wait forever.
-        std::string why = absl::StrFormat(
-            "the %s tier already has its %d %ss (DMLC_NUM_%s%s=%d); %s:%d is one too many",
-            options_.name, want, TierRoleName(info->role), options_.name == "global" ? "GLOBAL_" : "",
-            info->role == TierRole::kServer ? "SERVER" : "WORKER", want, info->host, info->port);
-        log::Error("%s scheduler: %s", options_.name, why);
-        int temp_id = -1 - static_cast<int>(pending_.size());
-        if (transport_->Connect(temp_id, info->host, info->port).ok()) {
-          SendControl(temp_id, Command::kAbort, EncodeText(why));
-        }
-        break;
-      }
-      log::Verbose(1, "%s scheduler: %s registered from %s (%d/%d)", options_.name,
-                   TierRoleName(info->role), info->Address(), have + 1, want);
-      pending_.push_back(*info);
-      if (static_cast<int>(pending_.size()) ==
-          options_.cluster.num_servers + options_.cluster.num_workers) {
-        AssignIds();
-      }
+    case Command::kRegister:
+      RegisterLocked(std::move(msg));
       break;
-    }
     case Command::kBarrier: {
       if (msg.segments.size() != 1) break;
       auto mask = DecodeU32(msg.segments[0]);
@@ -464,7 +708,7 @@ void Tier::HandleAsScheduler(Message&& msg) {
       const NodeInfo* n = Find(h.sender);
       if (!n) break;
       exited_[h.sender] = true;
-      log::Verbose(1, "%s scheduler: %s exited", options_.name, Describe(h.sender));
+      log::Verbose(1, "%s scheduler: %s exited", options_.label, Describe(h.sender));
       SendControl(h.sender, Command::kShutdown);
       bool workers_left = false, anyone_left = false;
       for (const auto& m : nodes_) {
@@ -485,11 +729,31 @@ void Tier::HandleAsScheduler(Message&& msg) {
     }
     case Command::kAbort: {
       std::string why = msg.segments.empty() ? "unknown" : DecodeText(msg.segments[0]);
-      FailLocked(absl::StrCat(why, " (reported by ", Describe(h.sender), ")"), true);
+      std::string who = Describe(h.sender);
+      if (h.sender == 0) {
+        for (const auto& p : pending_) {
+          if (p.origin == msg.origin) {
+            who = absl::StrFormat("the %s at %s, before the node table", TierRoleName(p.info.role),
+                                  p.info.Address());
+          }
+        }
+      }
+      FailLocked(absl::StrCat(why, " (reported by ", who, ")"), true);
       break;
     }
     default:
-      log::Warn("%s scheduler: dropped unexpected %s", options_.name, msg.DebugString());
+      break;  // AcceptedAsSchedulerLocked let nothing else through
+  }
+}
+
+void Tier::DecideTrainersLocked(std::vector<NodeInfo>& workers, bool central) const {
+  // GeoMX reads DMLC_ENABLE_CENTRAL_WORKER on the global servers; geops
+  // lets any process of the central party carry it (conflicts were refused
+  // at registration) and decides here, once, for the whole tier.
+  bool central_on = false;
+  for (const auto& p : pending_) central_on |= p.info.central_flag == 1;
+  for (auto& w : workers) {
+    w.trains = central ? central_on : (!w.master || w.central_flag == 1);
   }
 }
 
@@ -497,17 +761,37 @@ void Tier::AssignIds() {
   // Servers by rank hint (a global server keeps its global rank in the
   // central party), then by arrival; the master worker is worker 0.
   std::vector<NodeInfo> servers, workers;
-  for (const auto& p : pending_) (p.role == TierRole::kServer ? servers : workers).push_back(p);
+  std::map<std::string, const Pending*> by_address;
+  bool central = false;
+  for (const auto& p : pending_) {
+    (p.info.role == TierRole::kServer ? servers : workers).push_back(p.info);
+    by_address[p.info.Address()] = &p;
+    central |= p.info.global_server;
+  }
   std::stable_sort(servers.begin(), servers.end(), [](const NodeInfo& a, const NodeInfo& b) {
     auto key = [](const NodeInfo& n) { return n.rank_hint < 0 ? INT32_MAX : n.rank_hint; };
     return key(a) < key(b);
   });
   std::stable_sort(workers.begin(), workers.end(),
                    [](const NodeInfo& a, const NodeInfo& b) { return a.master > b.master; });
+  DecideTrainersLocked(workers, central);
+  if (options_.name != "global") {
+    int trainers = 0, all = 0;
+    for (const auto& w : workers) trainers += w.trains;
+    for (const auto& p : pending_) all = std::max(all, p.info.num_all_workers);
+    if (all > 0 && all < trainers) {
+      FailLocked(absl::StrFormat("DMLC_NUM_ALL_WORKER=\"%d\" is less than the %d training workers "
+                                 "of the %s tier alone: it counts every training worker of the "
+                                 "cluster",
+                                 all, trainers, options_.label),
+                 true);
+      return;
+    }
+  }
   NodeInfo self;
   self.id = kSchedulerId;
   self.role = TierRole::kScheduler;
-  self.host = options_.cluster.scheduler_host;
+  self.host = options_.cluster.scheduler_addr;
   self.port = options_.cluster.scheduler_port;
   nodes_ = {self};
   for (size_t i = 0; i < servers.size(); ++i) {
@@ -524,9 +808,13 @@ void Tier::AssignIds() {
   absl::Time now = absl::Now();
   for (const auto& n : nodes_) {
     if (n.role == TierRole::kScheduler) continue;
-    log::Verbose(1, "%s scheduler: assigned %s", options_.name, n.DebugString());
-    if (auto s = transport_->Connect(n.id, n.host, n.port); !s.ok()) {
-      FailLocked(absl::StrCat("cannot connect to ", n.DebugString(), ": ", s.message()), true);
+    log::Verbose(1, "%s scheduler: assigned %s", options_.label, n.DebugString());
+    const Pending* p = by_address[n.Address()];
+    // From now on the node speaks as n.id on the connection it registered
+    // on, and hears us on the path it already knows.
+    origin_of_[n.id] = p->origin;
+    if (auto s = transport_->Alias(n.id, p->temp_id); !s.ok()) {
+      FailLocked(absl::StrCat("cannot reach ", n.DebugString(), ": ", s.message()), true);
       return;
     }
     last_seen_[n.id] = now;
@@ -534,7 +822,7 @@ void Tier::AssignIds() {
   }
   table_ready_ = true;
   pending_.clear();
-  log::Info("%s tier up: %d servers, %d workers", options_.name, servers.size(), workers.size());
+  log::Info("%s tier up: %d servers, %d workers", options_.label, servers.size(), workers.size());
 }
 
 void Tier::ReleaseBarriersLocked() {
@@ -552,13 +840,21 @@ void Tier::SchedulerTick() {
   std::lock_guard<std::mutex> lock(mu_);
   if (!health_.ok() || done_) return;
   absl::Time now = absl::Now();
+  if (now - last_tick_ > options_.heartbeat_timeout / 2) {
+    // We were not running (SIGSTOP, a debugger, swapping): the nodes' silence
+    // is ours. Give every node a fresh timeout instead of declaring them dead.
+    log::Warn("%s scheduler: this process was paused for %s; restarting the liveness clocks",
+              options_.label, absl::FormatDuration(now - last_tick_));
+    for (auto& [id, seen] : last_seen_) seen = now;
+  }
+  last_tick_ = now;
   if (!table_ready_) {
     if (now - started_at_ > options_.startup_timeout) {
       int servers = 0;
-      for (const auto& p : pending_) servers += p.role == TierRole::kServer;
+      for (const auto& p : pending_) servers += p.info.role == TierRole::kServer;
       FailLocked(absl::StrFormat("%s tier: after %s only %d of %d servers and %d of %d workers "
                                  "have registered",
-                                 options_.name, absl::FormatDuration(options_.startup_timeout),
+                                 options_.label, absl::FormatDuration(options_.startup_timeout),
                                  servers, options_.cluster.num_servers,
                                  static_cast<int>(pending_.size()) - servers,
                                  options_.cluster.num_workers),

@@ -28,7 +28,10 @@
 namespace geops {
 
 struct TierOptions {
-  std::string name = "local";      // for logs: "local" or "global"
+  std::string name = "local";      // "local" or "global" (stats lines)
+  // How logs name this tier: "party A" for a local tier, "global" for the
+  // global one, so a message that travels between parties stays readable.
+  std::string label = "local";
   TierRole role = TierRole::kWorker;
   TierConfig cluster;               // where the scheduler is, how many nodes
   std::string host = "127.0.0.1";  // where this node listens (not schedulers)
@@ -38,6 +41,7 @@ struct TierOptions {
   absl::Duration heartbeat_interval = absl::Seconds(1);
   absl::Duration heartbeat_timeout = absl::Seconds(15);
   absl::Duration startup_timeout = absl::Seconds(300);
+  absl::Duration connect_timeout = absl::Seconds(30);  // until REGISTER_ACK
 };
 
 // The options of this process's local (global=false) or global tier, from
@@ -87,12 +91,21 @@ class Tier {
 
   // Stops the whole tier: every node's abort handler runs with `reason`.
   void Abort(const std::string& reason);
+  // For a node whose Start() was never called because something else of
+  // its process failed first: registers just long enough to have the
+  // scheduler stop every node of the tier with `reason`, so that none of
+  // them waits out its start-up timeout. Best effort; returns at once.
+  void AbortUnstarted(const std::string& reason);
   // OK, or the abort that stopped this tier.
   absl::Status health() const;
 
   int my_id() const { return my_id_; }
   int my_rank() const { return my_rank_; }
   const std::string& name() const { return options_.name; }
+  const std::string& label() const { return options_.label; }
+  // Messages dropped because of who sent them (unknown id, a role that may
+  // not send that command, or an id speaking from another connection).
+  uint64_t rejected() const { return rejected_.load(); }
   // The node table (valid after Start(); fixed from then on).
   const std::vector<NodeInfo>& nodes() const { return nodes_; }
   std::vector<NodeInfo> Members(TierRole role) const;
@@ -113,6 +126,15 @@ class Tier {
   void ReleaseBarriersLocked();
   void BroadcastLocked(Command cmd, const Buffer& body, uint32_t group_mask);
   void SendControl(int to, Command cmd, Buffer body = Buffer());
+  // Sender checks: false (and counted, logged) when `msg` may not be
+  // accepted from where it came.
+  bool AcceptedAsNodeLocked(const Message& msg);
+  bool AcceptedAsSchedulerLocked(const Message& msg);
+  bool BindOriginLocked(int id, uint64_t origin);
+  void Reject(const Message& msg, const std::string& why);
+  void RegisterLocked(Message&& msg);
+  std::string CheckRegistrationLocked(const NodeInfo& n) const;
+  void DecideTrainersLocked(std::vector<NodeInfo>& workers, bool central) const;
   void FailLocked(const std::string& reason, bool broadcast);
   void NotifyAbortOnce();
   bool IsLive(const NodeInfo& n) const;
@@ -130,6 +152,8 @@ class Tier {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool table_ready_ = false;
+  bool registered_ = false;      // REGISTER_ACK received
+  std::map<int, uint64_t> origin_of_;  // node id -> the connection it speaks on
   bool terminated_ = false;      // TERMINATE received (servers)
   bool exit_acked_ = false;      // SHUTDOWN received after our EXIT
   bool done_ = false;            // scheduler: everyone exited
@@ -139,17 +163,25 @@ class Tier {
   std::vector<Message> early_data_;  // data that beat the node table here
 
   // Scheduler state.
-  std::vector<NodeInfo> pending_;    // registrations before the table
+  struct Pending {
+    NodeInfo info;
+    uint64_t origin = 0;
+    int temp_id = 0;  // send path until the table gives it a real id
+  };
+  std::vector<Pending> pending_;     // registrations before the table
+  int next_temp_id_ = -1;
   std::map<int, absl::Time> last_seen_;
   std::map<int, bool> exited_;
   std::map<uint32_t, std::vector<int>> barrier_waiting_;
   bool terminate_sent_ = false;
   absl::Time started_at_;
+  absl::Time last_tick_;
   std::atomic<int64_t> last_heard_scheduler_ns_{0};
 
   std::thread receiver_;
   std::thread heartbeat_;
   std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> rejected_{0};
 };
 
 }  // namespace geops

@@ -26,6 +26,16 @@ absl::StatusOr<std::optional<Buffer>> AggregationTable::Add(Key key, uint64_t ro
         "worker out of step)",
         key, round, k.latest->round));
   }
+  // Only the open round and the one after it: a synchronous worker is never
+  // further ahead, and keeping pushes for arbitrary future rounds would let
+  // one peer make us hold unbounded memory.
+  const uint64_t open = (k.latest ? k.latest->round : 0) + 1;
+  if (round > open + 1) {
+    return absl::OutOfRangeError(absl::StrFormat(
+        "key %d: a push for round %d while round %d is open (pushes are accepted for the open "
+        "round and the next one only)",
+        key, round, open));
+  }
   Partial& p = k.partial[round];
   if (p.count == 0) {
     p.sum = value;

@@ -35,7 +35,8 @@ class AggregationTable {
   // receive buffer the server owns, aligned or not). Returns the round's
   // total when this was the last expected contribution, nullopt while more
   // are due. Rejects a dtype or size that differs from the key's first
-  // value, and rounds already published.
+  // value, rounds already published, and rounds more than one beyond the
+  // open one (so held memory is bounded by two rounds per key).
   absl::StatusOr<std::optional<Buffer>> Add(Key key, uint64_t round, DType dtype,
                                             const Buffer& value);
 

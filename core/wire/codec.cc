@@ -10,7 +10,7 @@ namespace geops {
 
 bool IsKnownCommand(uint16_t c) {
   return (c >= static_cast<uint16_t>(Command::kRegister) &&
-          c <= static_cast<uint16_t>(Command::kShutdown)) ||
+          c <= static_cast<uint16_t>(Command::kRegisterAck)) ||
          c == static_cast<uint16_t>(Command::kData) ||
          c == static_cast<uint16_t>(Command::kSetRule);
 }
@@ -27,6 +27,7 @@ const char* CommandName(Command c) {
     case Command::kTerminate: return "TERMINATE";
     case Command::kAbort: return "ABORT";
     case Command::kShutdown: return "SHUTDOWN";
+    case Command::kRegisterAck: return "REGISTER_ACK";
     case Command::kData: return "DATA";
     case Command::kSetRule: return "SET_RULE";
   }

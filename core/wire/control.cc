@@ -60,21 +60,29 @@ void Put(Writer& w, const NodeInfo& n) {
   w.Str(n.host);
   w.Pod<int32_t>(n.port);
   w.Str(n.party);
+  w.Str(n.party_name);
   w.Pod<int32_t>(n.rank_hint);
   w.Pod<uint8_t>(n.master);
   w.Pod<uint8_t>(n.trains);
+  w.Pod<uint8_t>(n.global_server);
+  w.Pod<int8_t>(n.central_flag);
+  w.Pod<int32_t>(n.num_all_workers);
 }
 
 absl::Status Take(Reader& r, NodeInfo* n) {
-  uint8_t role = 0, master = 0, trains = 0;
+  uint8_t role = 0, master = 0, trains = 0, global_server = 0;
   if (!r.Pod(&n->id) || !r.Pod(&role) || !r.Pod(&n->rank) || !r.Str(&n->host) ||
-      !r.Pod(&n->port) || !r.Str(&n->party) || !r.Pod(&n->rank_hint) || !r.Pod(&master) ||
-      !r.Pod(&trains)) {
+      !r.Pod(&n->port) || !r.Str(&n->party) || !r.Str(&n->party_name) || !r.Pod(&n->rank_hint) || !r.Pod(&master) ||
+      !r.Pod(&trains) || !r.Pod(&global_server) || !r.Pod(&n->central_flag) ||
+      !r.Pod(&n->num_all_workers)) {
     return absl::DataLossError("malformed node record: truncated");
   }
-  if (role > static_cast<uint8_t>(TierRole::kWorker) || master > 1 || trains > 1) {
+  if (role > static_cast<uint8_t>(TierRole::kWorker) || master > 1 || trains > 1 ||
+      global_server > 1 || n->central_flag < -1 || n->central_flag > 1 ||
+      n->num_all_workers < 0) {
     return absl::DataLossError("malformed node record: bad enum");
   }
+  n->global_server = global_server;
   if (n->port < 0 || n->port > 65535) return absl::DataLossError("malformed node record: port");
   n->role = static_cast<TierRole>(role);
   n->master = master;

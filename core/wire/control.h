@@ -26,11 +26,23 @@ struct NodeInfo {
   // local scheduler's address; the global servers count one contribution
   // per party.
   std::string party;
+  // How logs name the node's party (GEOPS_PARTY, or its scheduler's address).
+  std::string party_name;
   // Servers are ranked by this hint first, so that a global server holds
   // the same rank (and key range) in the central party as in the global tier.
   int32_t rank_hint = -1;
   bool master = false;      // master worker
-  bool trains = true;       // contributes gradients every round
+  // Contributes gradients every round. Decided by the scheduler for the
+  // whole tier when it assigns ids (see AssignIds), so every node reads the
+  // same answer from the node table; a registration's value is ignored.
+  bool trains = true;
+  // This server is a global server (so its tier is the central party's).
+  bool global_server = false;
+  // DMLC_ENABLE_CENTRAL_WORKER as this node saw it: -1 unset, 0 or 1.
+  int8_t central_flag = -1;
+  // DMLC_NUM_ALL_WORKER as this node saw it (0: unset); a scheduler refuses
+  // a tier whose members disagree.
+  int32_t num_all_workers = 0;
 
   std::string Address() const;
   std::string DebugString() const;

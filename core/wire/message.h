@@ -28,6 +28,7 @@ enum class Command : uint16_t {
   kTerminate = 8,   // scheduler -> server: every worker is done, finish up
   kAbort = 9,       // anyone -> scheduler -> everyone: stop with an error
   kShutdown = 10,   // scheduler -> node: everyone has exited, you may go
+  kRegisterAck = 11,  // scheduler -> registering node: I have you, wait for the table
   // Key-value traffic.
   kData = 32,
   kSetRule = 33,    // master worker -> global servers: update rule
@@ -64,6 +65,10 @@ struct Header {
 struct Message {
   Header header;
   std::vector<Buffer> segments;
+  // Not on the wire: the receiving transport's token for the connection the
+  // message came in on (0: unknown). A tier binds each node id to one
+  // connection and drops messages that claim the id from another.
+  uint64_t origin = 0;
 
   size_t payload_bytes() const {
     size_t n = 0;
