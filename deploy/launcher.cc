@@ -82,6 +82,7 @@ absl::StatusOr<std::vector<ProcessSpec>> Plan(const Topology& t) {
         {"DMLC_PS_ROOT_PORT", absl::StrCat(*port)},
         {"DMLC_NUM_SERVER", absl::StrCat(servers)},
         {"DMLC_NUM_WORKER", absl::StrCat(workers)},
+        {"GEOPS_PARTY", name},
     };
     auto with = [&](std::map<std::string, std::string> extra) {
       for (const auto& [k, v] : local) extra.try_emplace(k, v);
@@ -341,6 +342,8 @@ RunSummary Summarize(const std::vector<ProcessResult>& results) {
         s.bytes_by_tier[kv["tier"]] += num("sent_bytes");
         s.malformed += num("malformed");
         s.copied_bytes += num("copied_bytes");
+        s.rejected += num("rejected");
+        s.max_rss_kb[r.name] = std::max(s.max_rss_kb[r.name], num("max_rss_kb"));
       } else {
         ++s.workers_reporting;
         s.rounds = std::max<int>(s.rounds, static_cast<int>(num("rounds")));

@@ -97,6 +97,9 @@ struct RunSummary {
   std::map<std::string, uint64_t> bytes_by_tier;  // "local" / "global" -> bytes sent
   uint64_t malformed = 0;
   uint64_t copied_bytes = 0;
+  uint64_t rejected = 0;  // messages dropped for who sent them
+  // Peak resident memory (KiB) of each process that printed a stats line.
+  std::map<std::string, uint64_t> max_rss_kb;
 };
 RunSummary Summarize(const std::vector<ProcessResult>& results);
 

@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   }
   geops::log::SetVerbosity(config->verbose);
   geops::log::SetName(absl::StrFormat("%s pid %d", config->Describe(), getpid()));
+  for (const auto& w : config->warnings) geops::log::Warn("%s", w);
 
   absl::Status status;
   if (config->global_role == geops::GlobalRole::kGlobalScheduler ||

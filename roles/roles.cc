@@ -1,5 +1,7 @@
 #include "roles/roles.h"
 
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <set>
 
@@ -14,11 +16,22 @@
 
 namespace geops {
 
+namespace {
+
+// Peak resident memory of this process, for the bounded-memory checks.
+long MaxRssKb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss;
+}
+
+}  // namespace
+
 void PrintTierStats(const Config& c, const Tier& tier) {
   const TransportStats& s = tier.stats();
   // One parsable line per tier on stdout: the launcher adds them up.
   std::printf("geops-stats role=%s tier=%s id=%d sent_bytes=%llu recv_bytes=%llu sent_msgs=%llu "
-              "recv_msgs=%llu malformed=%llu copied_bytes=%llu rejected=%llu\n",
+              "recv_msgs=%llu malformed=%llu copied_bytes=%llu rejected=%llu max_rss_kb=%ld\n",
               c.Describe().c_str(), tier.name().c_str(), tier.my_id(),
               static_cast<unsigned long long>(s.bytes_sent.load()),
               static_cast<unsigned long long>(s.bytes_received.load()),
@@ -26,7 +39,7 @@ void PrintTierStats(const Config& c, const Tier& tier) {
               static_cast<unsigned long long>(s.messages_received.load()),
               static_cast<unsigned long long>(s.malformed.load()),
               static_cast<unsigned long long>(s.bytes_copied.load()),
-              static_cast<unsigned long long>(tier.rejected()));
+              static_cast<unsigned long long>(tier.rejected()), MaxRssKb());
   std::fflush(stdout);
 }
 
@@ -128,7 +141,7 @@ absl::Status RunServer(const Config& c) {
     if (top) local->mutable_self().rank_hint = global->my_rank();
   }
   if (auto s = local->Start(); !s.ok()) {
-    if (global) global->Abort(absl::StrCat("local tier failed to start: ", s.message()));
+    if (global) global->Abort(absl::StrCat(local->label(), " tier failed to start: ", s.message()));
     return s;
   }
 

@@ -162,9 +162,12 @@ class Trainer {
     uint64_t checksum = 1469598103934665603ull;
     for (const auto& b : got) checksum = Fnv1a(checksum, b);
     double secs = absl::ToDoubleSeconds(absl::Now() - start);
-    std::printf("geops-worker rank=%d master=%d trained=1 rounds=%d keys=%zu values_checked=%llu "
-                "mismatches=%llu checksum=%016llx push_bytes=%zu seconds=%.3f copied_bytes=%llu\n",
-                tier_->my_rank(), c_.master_worker ? 1 : 0, o_.rounds, nkeys,
+    // trained=1: ran and checked every round; counted=0: its pushes were
+    // (rightly) not part of the sums.
+    std::printf("geops-worker rank=%d master=%d trained=1 counted=%d rounds=%d keys=%zu "
+                "values_checked=%llu mismatches=%llu checksum=%016llx push_bytes=%zu seconds=%.3f "
+                "copied_bytes=%llu\n",
+                tier_->my_rank(), c_.master_worker ? 1 : 0, trains ? 1 : 0, o_.rounds, nkeys,
                 static_cast<unsigned long long>(checked_),
                 static_cast<unsigned long long>(mismatches_),
                 static_cast<unsigned long long>(checksum), bytes_per_round_ * o_.rounds, secs,

@@ -109,3 +109,22 @@ TEST_CASE("sgd applies w - lr * g and refuses integer values") {
   REQUIRE(Values<float>(g) == std::vector<float>{9, 6});
   REQUIRE_FALSE(ApplySgd(DType::kInt32, 0.5, Of<int32_t>({1}), Of<int32_t>({1})).ok());
 }
+
+TEST_CASE("pushes are held for the open round and the next one only") {
+  AggregationTable t(2);
+  // Nothing published yet: round 1 is open, round 2 may start early.
+  REQUIRE(t.Add(3, 1, DType::kFloat32, Of<float>({1}))->has_value() == false);
+  REQUIRE(t.Add(3, 2, DType::kFloat32, Of<float>({1}))->has_value() == false);
+  for (uint64_t far : {3u, 4u, 200u}) {
+    auto r = t.Add(3, far, DType::kFloat32, Of<float>({1}));
+    REQUIRE_FALSE(r.ok());
+    REQUIRE(absl::IsOutOfRange(r.status()));
+    REQUIRE(std::string(r.status().message()).find("round 1 is open") != std::string::npos);
+  }
+  REQUIRE(t.open_rounds() == 2);  // the refused pushes hold nothing
+  // Once round 1 is published, round 3 becomes acceptable.
+  REQUIRE(t.Add(3, 1, DType::kFloat32, Of<float>({1}))->has_value());
+  (void)t.Publish(3, 1, DType::kFloat32, Of<float>({2}));
+  REQUIRE(t.Add(3, 3, DType::kFloat32, Of<float>({1})).ok());
+  REQUIRE_FALSE(t.Add(3, 4, DType::kFloat32, Of<float>({1})).ok());
+}

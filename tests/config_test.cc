@@ -1,3 +1,7 @@
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+
 #include <catch2/catch.hpp>
 #include <map>
 #include <string>
@@ -203,12 +207,97 @@ TEST_CASE("every bad value is named with its value and what is expected") {
   RequireError({}, "DMLC_ROLE", "not set");
 }
 
-TEST_CASE("DMLC_INTERFACE picks the interface's address") {
+namespace {
+
+// This machine's first IPv4 address that is not loopback, with its interface.
+std::optional<std::pair<std::string, std::string>> OtherInterface() {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return std::nullopt;
+  std::optional<std::pair<std::string, std::string>> found;
+  for (ifaddrs* a = list; a != nullptr && !found; a = a->ifa_next) {
+    if (a->ifa_addr == nullptr || a->ifa_addr->sa_family != AF_INET) continue;
+    char buf[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, buf, sizeof(buf));
+    if (std::string(buf).rfind("127.", 0) != 0) found = {{a->ifa_name, buf}};
+  }
+  freeifaddrs(list);
+  return found;
+}
+
+}  // namespace
+
+TEST_CASE("DMLC_INTERFACE picks the interface's address, not the default one") {
+  auto other = OtherInterface();
+  if (!other) {
+    WARN("skipped: this machine has no IPv4 interface besides loopback");
+    return;
+  }
+  const auto& [ifname, addr] = *other;
+  INFO(ifname << " has " << addr);
+  // Scheduler on loopback: the default would be 127.0.0.1.
   Env e = Local("worker");
+  REQUIRE(Parse(e)->node_host == "127.0.0.1");
+  e["DMLC_INTERFACE"] = ifname;
+  REQUIRE(Parse(e)->node_host == addr);
+  // Scheduler on the other address: the default would be that address.
+  e = Local("worker");
+  e["DMLC_PS_ROOT_URI"] = addr;
+  REQUIRE(Parse(e)->node_host == addr);
   e["DMLC_INTERFACE"] = "lo";
+  REQUIRE(Parse(e)->node_host == "127.0.0.1");
+}
+
+TEST_CASE("scheduler host names resolve to the address the scheduler binds") {
+  Env e = Local("scheduler");
+  e["DMLC_PS_ROOT_URI"] = "localhost";
   auto c = Parse(e);
   REQUIRE(c.ok());
+  REQUIRE(c->local->scheduler_host == "localhost");
+  REQUIRE(c->local->scheduler_addr == "127.0.0.1");
   REQUIRE(c->node_host == "127.0.0.1");
+  e["DMLC_PS_ROOT_URI"] = "no-such-host.invalid";
+  RequireError(e, "DMLC_PS_ROOT_URI", "no-such-host.invalid");
+}
+
+TEST_CASE("GeoMX accelerator variables are refused or reported, never ignored silently") {
+  Env e = Local("worker");
+  e["MXNET_KVSTORE_USE_HFA"] = "1";
+  RequireError(e, "MXNET_KVSTORE_USE_HFA", "1");
+  e["MXNET_KVSTORE_USE_HFA"] = "0";
+  e["ENABLE_DGT"] = "2";
+  RequireError(e, "ENABLE_DGT", "2");
+  e.erase("ENABLE_DGT");
+  e["ENABLE_P3"] = "1";
+  e["MXNET_KVSTORE_SIZE_LOWER_BOUND"] = "200000";
+  auto c = Parse(e);
+  REQUIRE(c.ok());
+  REQUIRE(c->warnings.size() == 2);
+  std::string all = c->warnings[0] + "\n" + c->warnings[1];
+  REQUIRE(all.find("ENABLE_P3=\"1\"") != std::string::npos);
+  REQUIRE(all.find("MXNET_KVSTORE_SIZE_LOWER_BOUND=\"200000\"") != std::string::npos);
+  REQUIRE(Parse(Local("worker"))->warnings.empty());
+}
+
+TEST_CASE("limits and timeouts of the trust work parse and are checked") {
+  Env e = Local("worker");
+  auto c = Parse(e);
+  REQUIRE(c->max_message_bytes == size_t{256} << 20);
+  REQUIRE(c->connect_timeout == absl::Seconds(30));
+  e["GEOPS_MAX_MESSAGE_MB"] = "64";
+  e["GEOPS_CONNECT_TIMEOUT"] = "2.5";
+  e["GEOPS_PARTY"] = "eu-west";
+  c = Parse(e);
+  REQUIRE(c.ok());
+  REQUIRE(c->max_message_bytes == size_t{64} << 20);
+  REQUIRE(c->connect_timeout == absl::Milliseconds(2500));
+  REQUIRE(c->party == "eu-west");
+  e["GEOPS_MAX_MESSAGE_MB"] = "0";
+  RequireError(e, "GEOPS_MAX_MESSAGE_MB", "0");
+  e["GEOPS_MAX_MESSAGE_MB"] = "64";
+  e["GEOPS_PARTY"] = "two words";
+  RequireError(e, "GEOPS_PARTY", "two words");
+  // Without GEOPS_PARTY a party is named by its scheduler's address.
+  REQUIRE(Parse(Local("worker"))->party == "127.0.0.1:9000");
 }
 
 TEST_CASE("geops --help documents every variable") {
@@ -221,7 +310,8 @@ TEST_CASE("geops --help documents every variable") {
         "DMLC_NODE_HOST", "PORT", "DMLC_PS_VAN_TYPE", "DMLC_ENABLE_RDMA", "PS_HEARTBEAT_INTERVAL",
         "PS_HEARTBEAT_TIMEOUT", "GEOPS_STARTUP_TIMEOUT", "GEOPS_ROUNDS", "GEOPS_KEY_SIZES",
         "GEOPS_DTYPE", "GEOPS_RULE", "GEOPS_LR", "GEOPS_PROGRESS", "GEOPS_RDMA_MEM_LIMIT",
-        "GEOPS_RDMA_SLOT_BYTES"}) {
+        "GEOPS_RDMA_SLOT_BYTES", "GEOPS_CONNECT_TIMEOUT", "GEOPS_MAX_MESSAGE_MB", "GEOPS_PARTY",
+        "MXNET_KVSTORE_USE_HFA", "ENABLE_P3"}) {
     INFO(v);
     REQUIRE(help.find(v) != std::string::npos);
   }

@@ -5,6 +5,17 @@
 #include <cstring>
 #include <new>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define GEOPS_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define GEOPS_ASAN 1
+#endif
+#endif
+#ifdef GEOPS_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
 namespace geops {
 
 Buffer Buffer::Allocate(size_t size) {
@@ -13,10 +24,20 @@ Buffer Buffer::Allocate(size_t size) {
   void* p = std::aligned_alloc(64, rounded);
   if (p == nullptr) throw std::bad_alloc();
   std::memset(p, 0, size);
+#ifdef GEOPS_ASAN
+  // The rounding is for the allocator's sake: under ASan a read or write
+  // past `size` is reported like any heap overflow, not hidden in the pad.
+  ASAN_POISON_MEMORY_REGION(static_cast<std::byte*>(p) + size, rounded - size);
+#endif
   auto owner = std::make_shared<Owner>();
   owner->base = static_cast<std::byte*>(p);
   owner->size = size;
-  owner->release = [p] { std::free(p); };
+  owner->release = [p, rounded] {
+#ifdef GEOPS_ASAN
+    ASAN_UNPOISON_MEMORY_REGION(p, rounded);
+#endif
+    std::free(p);
+  };
   return Buffer(std::move(owner), static_cast<std::byte*>(p), size);
 }
 

@@ -32,7 +32,7 @@ TierOptions MakeTierOptions(const Config& c, bool global, TierRole role) {
   o.cluster = global ? *c.global : *c.local;
   o.host = c.node_host;
   o.port = global ? 0 : c.port;
-  // The global tier always runs over TCP (DESIGN.md); only a local tier
+  // The global tier always runs over TCP; only a local tier
   // honours DMLC_PS_VAN_TYPE / DMLC_ENABLE_RDMA.
   o.transport.van = global ? VanType::kTcp : c.local_van;
   o.transport.rdma_mem_limit = c.rdma_mem_limit;
@@ -112,6 +112,11 @@ absl::Status Tier::health() const {
 
 absl::Status Tier::Start() {
   const TierConfig& c = options_.cluster;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!health_.ok()) return health_;  // aborted before it began (Abort told the scheduler)
+    start_called_ = true;
+  }
   if (options_.role == TierRole::kScheduler) {
     auto port = transport_->Listen(c.scheduler_addr, c.scheduler_port);
     if (!port.ok()) return port.status();
@@ -143,6 +148,18 @@ absl::Status Tier::Start() {
   reg.header.recipient = kSchedulerId;
   reg.segments.push_back(EncodeNodeInfo(self));
   if (auto s = transport_->Send(reg); !s.ok()) return s;
+  {
+    // An abort that raced with the registration could not reach the
+    // scheduler yet: say it now, on the registration's connection.
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!health_.ok() && my_id_ == 0) {
+      Message abort;
+      abort.header.command = Command::kAbort;
+      abort.header.recipient = kSchedulerId;
+      abort.segments.push_back(EncodeText(std::string(health_.message())));
+      (void)transport_->Send(abort);
+    }
+  }
   log::Verbose(1, "%s: registering as %s at %s:%d with the scheduler at %s:%d", options_.label,
                TierRoleName(options_.role), self.host, self.port, c.scheduler_addr,
                c.scheduler_port);
@@ -479,8 +496,13 @@ absl::Status Tier::Finalize() {
 }
 
 void Tier::Abort(const std::string& reason) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   if (!health_.ok()) return;
+  if (options_.role != TierRole::kScheduler && !start_called_) {
+    lock.unlock();
+    AbortUnstarted(reason);  // a later Start() finds the abort and returns it
+    return;
+  }
   if (options_.role != TierRole::kScheduler) {
     Message m;
     m.header.command = Command::kAbort;
@@ -494,6 +516,15 @@ void Tier::Abort(const std::string& reason) {
 
 void Tier::AbortUnstarted(const std::string& reason) {
   if (options_.role == TierRole::kScheduler) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (start_called_) return;  // registered already: Abort() is the way
+    start_called_ = true;
+    if (health_.ok()) {
+      health_ = absl::AbortedError(reason);
+      log::Error("%s tier stopped before it started: %s", options_.label, reason);
+    }
+  }
   const TierConfig& c = options_.cluster;
   auto port = transport_->Listen(options_.host, options_.port);
   if (!port.ok() || !transport_->Connect(kSchedulerId, c.scheduler_addr, c.scheduler_port).ok()) {
@@ -514,19 +545,19 @@ void Tier::AbortUnstarted(const std::string& reason) {
   abort.header.recipient = kSchedulerId;
   abort.segments.push_back(EncodeText(reason));
   if (transport_->Send(reg).ok()) (void)transport_->Send(abort);
-  std::lock_guard<std::mutex> lock(mu_);
-  if (health_.ok()) health_ = absl::AbortedError(reason);
 }
 
 void Tier::FailLocked(const std::string& reason, bool broadcast) {
   if (!health_.ok()) return;
   health_ = absl::AbortedError(reason);
+  failed_at_ = absl::Now();
   log::Error("%s tier stopped: %s", options_.label, reason);
   if (broadcast && options_.role == TierRole::kScheduler) {
     BroadcastLocked(Command::kAbort, EncodeText(reason), group::kServers | group::kWorkers);
     // Nodes still waiting for a node table are not in it yet: tell them on
     // their temporary ids, or they would wait out their start-up timeout.
     for (const auto& p : pending_) SendControl(p.temp_id, Command::kAbort, EncodeText(reason));
+    told_of_abort_ += static_cast<int>(pending_.size());
   }
   cv_.notify_all();
 }
@@ -569,8 +600,12 @@ bool Tier::AcceptedAsSchedulerLocked(const Message& msg) {
   if (h.command == Command::kAbort && h.sender == 0) {
     // A node whose process failed before the node table came: only one we
     // hold a registration of, speaking on that registration's connection.
+    // (Or one whose id was assigned while its abort was on the way.)
     for (const auto& p : pending_) {
       if (msg.origin != 0 && p.origin == msg.origin) return true;
+    }
+    for (const auto& [id, origin] : origin_of_) {
+      if (msg.origin != 0 && origin == msg.origin) return true;
     }
     Reject(msg, "an abort from a node that has not registered on this connection");
     return false;
@@ -644,6 +679,16 @@ void Tier::RegisterLocked(Message&& msg) {
   for (const auto& p : pending_) {
     if (msg.origin != 0 && p.origin == msg.origin) return;  // a repeat
   }
+  if (!health_.ok()) {
+    // Too late: the tier has already stopped. Say why.
+    int temp_id = next_temp_id_--;
+    if (transport_->Connect(temp_id, info->host, info->port).ok()) {
+      SendControl(temp_id, Command::kAbort, EncodeText(std::string(health_.message())));
+      ++told_of_abort_;
+      cv_.notify_all();
+    }
+    return;
+  }
   // The path back: the acknowledgement, and any abort before the table.
   // The node binds the scheduler to this one connection, so the table
   // later travels on it too (Alias in AssignIds).
@@ -672,6 +717,7 @@ void Tier::RegisterLocked(Message&& msg) {
     // start-up timeout.
     SendControl(temp_id, Command::kAbort, EncodeText(problem));
     FailLocked(problem, true);
+    ++told_of_abort_;  // the node just refused
     return;
   }
   log::Verbose(1, "%s scheduler: %s registered from %s (%d/%d)", options_.label,
@@ -736,6 +782,9 @@ void Tier::HandleAsScheduler(Message&& msg) {
             who = absl::StrFormat("the %s at %s, before the node table", TierRoleName(p.info.role),
                                   p.info.Address());
           }
+        }
+        for (const auto& [id, origin] : origin_of_) {
+          if (origin == msg.origin) who = Describe(id);
         }
       }
       FailLocked(absl::StrCat(why, " (reported by ", who, ")"), true);
@@ -877,7 +926,14 @@ void Tier::SchedulerTick() {
 
 absl::Status Tier::WaitDone() {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return done_ || !health_.ok(); });
+  const int expected = options_.cluster.num_servers + options_.cluster.num_workers;
+  auto finished = [&] {
+    if (done_) return true;
+    if (health_.ok()) return false;
+    return table_ready_ || told_of_abort_ >= expected ||
+           absl::Now() - failed_at_ >= options_.connect_timeout;
+  };
+  while (!finished()) cv_.wait_for(lock, std::chrono::milliseconds(100));
   return health_;
 }
 

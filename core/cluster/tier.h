@@ -81,7 +81,9 @@ class Tier {
   absl::Status WaitTerminate();
   // Node: leave the tier (EXIT, then wait for the scheduler's ack).
   absl::Status Finalize();
-  // Scheduler: blocks until every node has exited (OK) or the tier aborted.
+  // Scheduler: blocks until every node has exited (OK) or the tier aborted
+  // and every node it expected has been told (or the connect timeout, after
+  // which a node stops waiting by itself, has passed).
   absl::Status WaitDone();
 
   // Stops this process's part: no handler runs after it returns. Call it
@@ -153,6 +155,7 @@ class Tier {
   std::condition_variable cv_;
   bool table_ready_ = false;
   bool registered_ = false;      // REGISTER_ACK received
+  bool start_called_ = false;    // Start() or AbortUnstarted() ran: registration is spoken for
   std::map<int, uint64_t> origin_of_;  // node id -> the connection it speaks on
   bool terminated_ = false;      // TERMINATE received (servers)
   bool exit_acked_ = false;      // SHUTDOWN received after our EXIT
@@ -176,6 +179,10 @@ class Tier {
   bool terminate_sent_ = false;
   absl::Time started_at_;
   absl::Time last_tick_;
+  // A scheduler that aborted before its table stays to tell nodes that
+  // register late (they would otherwise wait out GEOPS_CONNECT_TIMEOUT).
+  absl::Time failed_at_;
+  int told_of_abort_ = 0;
   std::atomic<int64_t> last_heard_scheduler_ns_{0};
 
   std::thread receiver_;

@@ -1,0 +1,439 @@
+// Multi-process tests of what a cluster does with input it must not trust:
+// forged and misdirected messages, oversized frames, schedulers that never
+// come up, inconsistent launch scripts, and names in logs. Each one starts
+// real `geops` processes on 127.0.0.1 and checks exact results or a
+// bounded, clearly explained failure.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include <catch2/catch.hpp>
+#include <csignal>
+#include <thread>
+
+#include "cluster_util.h"
+#include "core/kv/partition.h"
+#include "core/wire/codec.h"
+#include "core/wire/control.h"
+
+using namespace geops;
+using namespace geops::deploy;
+using namespace geops::testing;
+
+namespace {
+
+ProcessSpec& Find(std::vector<ProcessSpec>& plan, const std::string& name) {
+  for (auto& p : plan) {
+    if (p.name == name) return p;
+  }
+  FAIL("no process " << name << " in the plan");
+  return plan.front();
+}
+
+int PickPort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
+  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+// A stranger on the network: a ZeroMQ DEALER that speaks geops's wire
+// format to any port, with whatever sender id it likes.
+class Stranger {
+ public:
+  explicit Stranger(int port) : ctx_(zmq_ctx_new()), sock_(zmq_socket(ctx_, ZMQ_DEALER)) {
+    int linger = 2000;
+    zmq_setsockopt(sock_, ZMQ_LINGER, &linger, sizeof(linger));
+    std::string ep = "tcp://127.0.0.1:" + std::to_string(port);
+    REQUIRE(zmq_connect(sock_, ep.c_str()) == 0);
+  }
+  ~Stranger() {
+    zmq_close(sock_);
+    zmq_ctx_term(ctx_);
+  }
+  void Send(const Message& m) {
+    Buffer h = wire::EncodeHeader(m);
+    zmq_send(sock_, h.data(), h.size(), m.segments.empty() ? 0 : ZMQ_SNDMORE);
+    for (size_t i = 0; i < m.segments.size(); ++i) {
+      zmq_send(sock_, m.segments[i].data(), m.segments[i].size(),
+               i + 1 < m.segments.size() ? ZMQ_SNDMORE : 0);
+    }
+  }
+
+ private:
+  void* ctx_;
+  void* sock_;
+};
+
+Message ForgedAbort(int sender) {
+  Message m;
+  m.header.command = Command::kAbort;
+  m.header.sender = sender;
+  m.header.recipient = kSchedulerId;
+  m.segments.push_back(EncodeText("forged: stop everything"));
+  return m;
+}
+
+Message ForgedPush(int sender, Key key, uint64_t round, size_t elements) {
+  Message m;
+  m.header.command = Command::kData;
+  m.header.sender = sender;
+  m.header.recipient = ServerId(0);
+  m.header.flags = msgflag::kRequest | msgflag::kPush;
+  m.header.timestamp = 7;
+  m.header.round = round;
+  m.header.dtype = DType::kFloat32;
+  m.header.key_count = 1;
+  m.segments.push_back(Buffer::CopyOf(&key, sizeof(key)));
+  std::vector<float> v(elements, 1000.0f);
+  m.segments.push_back(Buffer::CopyOf(v.data(), v.size() * sizeof(float)));
+  return m;
+}
+
+// Runs `plan` with no process stopping the others, and returns when all
+// have exited (the test's own timeout is the launcher's).
+std::vector<ProcessResult> RunAll(const std::vector<ProcessSpec>& plan, absl::Duration timeout,
+                                  absl::Duration* took) {
+  RunOptions o;
+  o.binary = GEOPS_BINARY;
+  o.log_dir = TempDir();
+  o.stop_on_failure = false;
+  o.timeout = timeout;
+  Cluster c(o);
+  absl::Time start = absl::Now();
+  REQUIRE(c.Start(plan).ok());
+  absl::Time started = absl::Now();
+  auto results = c.Wait();
+  *took = absl::Now() - start;
+  if (getenv("GEOPS_TEST_DEBUG")) std::cerr << "start " << absl::FormatDuration(started - start) << " total " << absl::FormatDuration(*took) << "\n";
+  return results;
+}
+
+bool AnyLogHas(const std::vector<ProcessResult>& results, const std::string& text) {
+  for (const auto& r : results) {
+    if (ReadFile(r.stderr_path).find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// Every process failed by itself (no signal from the launcher), within
+// the test's bound.
+// The master worker may have finished its only job (initialising) first.
+void RequireAllFailed(const std::vector<ProcessResult>& results) {
+  for (const auto& r : results) {
+    INFO(r.name << " exit=" << r.exit_code << " signal=" << r.signal << " after "
+                << absl::FormatDuration(r.ran) << "\n"
+                << ReadFile(r.stderr_path));
+    REQUIRE(r.signal == 0);
+    if (r.name != "central.master_worker") REQUIRE(r.exit_code != 0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("host names in DMLC_PS_ROOT_URI and DMLC_PS_GLOBAL_ROOT_URI work", "[cluster][trust]") {
+  char host[256] = {};
+  REQUIRE(gethostname(host, sizeof(host) - 1) == 0);
+  RunExact(Base(5, "3000,17"), 4, [&](std::vector<ProcessSpec>& plan) {
+    for (auto& p : plan) {
+      if (p.env.count("DMLC_PS_ROOT_URI")) p.env["DMLC_PS_ROOT_URI"] = "localhost";
+      // The machine's own name: whatever address it resolves to, every
+      // process resolves it the same way and the scheduler listens there.
+      p.env["DMLC_PS_GLOBAL_ROOT_URI"] = host;
+    }
+  });
+}
+
+TEST_CASE("DMLC_ENABLE_CENTRAL_WORKER set only on the global server, as GeoMX scripts do",
+          "[cluster][trust]") {
+  // Central party: master + 1 worker, both training; 2 parties x 2 workers.
+  Topology t = Base(6, "5000,3");
+  t.central_workers = 1;
+  t.central_training = true;  // DMLC_NUM_ALL_WORKER=6
+  RunExact(t, 6, [](std::vector<ProcessSpec>& plan) {
+    for (auto& p : plan) {
+      bool global_server = p.env.count("DMLC_ROLE_GLOBAL") &&
+                           p.env["DMLC_ROLE_GLOBAL"] == "global_server";
+      if (global_server) {
+        p.env["DMLC_ENABLE_CENTRAL_WORKER"] = "1";
+      } else {
+        p.env.erase("DMLC_ENABLE_CENTRAL_WORKER");
+      }
+    }
+  });
+}
+
+TEST_CASE("with DMLC_ENABLE_CENTRAL_WORKER=0 the central workers' pushes are ignored",
+          "[cluster][trust]") {
+  Topology t = Base(6, "5000,3");
+  t.central_workers = 1;       // this worker pushes every round ...
+  t.central_training = false;  // ... and DMLC_NUM_ALL_WORKER=4 leaves it out
+  // Five workers check every value: the four that count and the one ignored.
+  RunExact(t, 5);
+}
+
+TEST_CASE("forged aborts and pushes from strangers are rejected; training stays exact",
+          "[cluster][trust]") {
+  Topology t = Base(60, "20000,3");
+  auto plan = Plan(t);
+  REQUIRE(plan.ok());
+  const int sched_port = std::stoi(Find(*plan, "A.scheduler").env["DMLC_PS_ROOT_PORT"]);
+  const int server_port = PickPort();
+  Find(*plan, "A.server0").env["PORT"] = std::to_string(server_port);
+
+  RunOptions o;
+  o.binary = GEOPS_BINARY;
+  o.log_dir = TempDir();
+  o.timeout = absl::Seconds(120);
+  Cluster c(o);
+  REQUIRE(c.Start(*plan).ok());
+  REQUIRE(c.WaitForOutput("A.worker0", "round 3/", absl::Seconds(60)));
+  {
+    Stranger to_scheduler(sched_port);
+    // Claims to be worker rank 0 (id 9), an innocent member of the party.
+    to_scheduler.Send(ForgedAbort(WorkerId(0)));
+    to_scheduler.Send(ForgedAbort(0));
+    Stranger to_server(server_port);
+    const Key key = SpreadKey(0, 2);
+    for (uint64_t round = 4; round < 12; ++round) {
+      to_server.Send(ForgedPush(WorkerId(7), key, round, 20000));  // not in the table
+      to_server.Send(ForgedPush(WorkerId(1), key, round, 20000));  // a member, wrong connection
+    }
+  }
+  Outcome out;
+  out.results = c.Wait();
+  out.summary = Summarize(out.results);
+  DumpFailures(out.results);
+  for (const auto& r : out.results) {
+    INFO(r.name);
+    REQUIRE(r.exit_code == 0);
+  }
+  REQUIRE(out.summary.mismatches == 0);
+  REQUIRE(out.summary.distinct_checksums == 1);
+  REQUIRE(out.summary.workers_reporting == 4);
+  // 2 forged aborts + 16 forged pushes, every one counted where it landed.
+  REQUIRE(out.summary.rejected >= 18);
+  REQUIRE_FALSE(AnyLogHas(out.results, "forged: stop everything"));
+}
+
+TEST_CASE("a peer announcing huge frames cannot make a process hold the memory",
+          "[cluster][trust]") {
+  Topology t = Base(60, "20000,3");
+  auto plan = Plan(t);
+  REQUIRE(plan.ok());
+  const int sched_port = std::stoi(Find(*plan, "A.scheduler").env["DMLC_PS_ROOT_PORT"]);
+  const int server_port = PickPort();
+  Find(*plan, "A.server0").env["PORT"] = std::to_string(server_port);
+
+  // 1 GiB of zero pages: sending it costs this process no memory.
+  const size_t huge = size_t{1} << 30;
+  void* zeros = mmap(nullptr, huge, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  REQUIRE(zeros != MAP_FAILED);
+
+  RunOptions o;
+  o.binary = GEOPS_BINARY;
+  o.log_dir = TempDir();
+  o.timeout = absl::Seconds(180);
+  Cluster c(o);
+  REQUIRE(c.Start(*plan).ok());
+  REQUIRE(c.WaitForOutput("A.worker0", "round 3/", absl::Seconds(60)));
+  {
+    // Four connections to each target, each streaming one 1 GiB frame.
+    std::vector<std::thread> senders;
+    for (int port : {sched_port, server_port}) {
+      for (int i = 0; i < 4; ++i) {
+        senders.emplace_back([port, zeros, huge] {
+          void* ctx = zmq_ctx_new();
+          void* s = zmq_socket(ctx, ZMQ_DEALER);
+          int linger = 0;
+          zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof(linger));
+          std::string ep = "tcp://127.0.0.1:" + std::to_string(port);
+          zmq_connect(s, ep.c_str());
+          zmq_msg_t m;
+          zmq_msg_init_data(&m, zeros, huge, nullptr, nullptr);
+          zmq_msg_send(&m, s, ZMQ_DONTWAIT);
+          std::this_thread::sleep_for(std::chrono::seconds(3));
+          zmq_close(s);
+          zmq_ctx_term(ctx);
+        });
+      }
+    }
+    for (auto& th : senders) th.join();
+  }
+  Outcome out;
+  out.results = c.Wait();
+  out.summary = Summarize(out.results);
+  munmap(zeros, huge);
+  DumpFailures(out.results);
+  for (const auto& r : out.results) {
+    INFO(r.name);
+    REQUIRE(r.exit_code == 0);
+  }
+  REQUIRE(out.summary.mismatches == 0);
+  REQUIRE(out.summary.workers_reporting == 4);
+  // The stated bound: a process holds at most GEOPS_MAX_MESSAGE_MB (256 MiB)
+  // per connection of a peer's frame; a peer announcing more holds nothing.
+  // These two processes need well under 100 MiB for this workload.
+  for (const char* name : {"A.scheduler", "A.server0"}) {
+    INFO(name << " peak RSS " << out.summary.max_rss_kb[name] << " KiB");
+    REQUIRE(out.summary.max_rss_kb[name] > 0);
+    REQUIRE(out.summary.max_rss_kb[name] < 150 * 1024);
+  }
+}
+
+TEST_CASE("a scheduler that cannot start stops every process within the connect timeout",
+          "[cluster][trust]") {
+  Topology t = Base(5, "100");
+  t.env["GEOPS_STARTUP_TIMEOUT"] = "120";
+  t.env["GEOPS_CONNECT_TIMEOUT"] = "4";
+  auto plan = Plan(t);
+  REQUIRE(plan.ok());
+  std::string which = GENERATE(as<std::string>{}, "A.scheduler", "global_scheduler");
+  INFO("the scheduler that cannot start: " << which);
+  ProcessSpec& victim = Find(*plan, which);
+  const char* port_var =
+      which == "global_scheduler" ? "DMLC_PS_GLOBAL_ROOT_PORT" : "DMLC_PS_ROOT_PORT";
+  const int port = std::stoi(victim.env[port_var]);
+  // Something else holds its port: it accepts TCP but never speaks geops.
+  int squatter = socket(AF_INET, SOCK_STREAM, 0);
+  int one = 1;
+  setsockopt(squatter, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(squatter, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
+  REQUIRE(listen(squatter, 64) == 0);
+
+  absl::Duration took;
+  auto results = RunAll(*plan, absl::Seconds(100), &took);
+  close(squatter);
+  INFO("every process ended " << absl::FormatDuration(took) << " after the start");
+  RequireAllFailed(results);
+  REQUIRE(took < absl::Seconds(45));
+  REQUIRE(AnyLogHas(results, absl::StrCat("no scheduler answered at 127.0.0.1:", port)));
+}
+
+TEST_CASE("a second master worker is refused at registration, naming the variable",
+          "[cluster][trust]") {
+  Topology t = Base(3, "100");
+  t.central_workers = 1;
+  t.env["GEOPS_STARTUP_TIMEOUT"] = "120";
+  auto plan = Plan(t);
+  REQUIRE(plan.ok());
+  Find(*plan, "central.worker1").env["DMLC_ROLE_MASTER_WORKER"] = "1";
+  if (getenv("GEOPS_TEST_DEBUG")) for (auto& p : *plan) p.env["PS_VERBOSE"] = "1";
+  absl::Duration took;
+  auto results = RunAll(*plan, absl::Seconds(100), &took);
+  for (const auto& r : results) {
+    if (getenv("GEOPS_TEST_DEBUG")) std::cerr << r.name << " exit=" << r.exit_code << " after " << absl::FormatDuration(r.ran)
+                         << "\n" << ReadFile(r.stderr_path);
+  }
+  RequireAllFailed(results);
+  REQUIRE(took < absl::Seconds(30));
+  REQUIRE(AnyLogHas(results, "two workers set DMLC_ROLE_MASTER_WORKER=1"));
+}
+
+TEST_CASE("an inconsistent DMLC_NUM_ALL_WORKER is refused, naming the variable",
+          "[cluster][trust]") {
+  Topology t = Base(3, "100");
+  t.env["GEOPS_STARTUP_TIMEOUT"] = "120";
+  auto plan = Plan(t);
+  REQUIRE(plan.ok());
+  SECTION("inside one party") {
+    Find(*plan, "A.worker1").env["DMLC_NUM_ALL_WORKER"] = "5";
+  }
+  SECTION("between parties (their servers disagree in the global tier)") {
+    for (auto& p : *plan) {
+      if (p.tier == "B") p.env["DMLC_NUM_ALL_WORKER"] = "5";
+    }
+  }
+  absl::Duration took;
+  auto results = RunAll(*plan, absl::Seconds(100), &took);
+  RequireAllFailed(results);
+  REQUIRE(took < absl::Seconds(30));
+  REQUIRE(AnyLogHas(results, "DMLC_NUM_ALL_WORKER differs"));
+}
+
+TEST_CASE("a consistent but wrong DMLC_NUM_ALL_WORKER is named by the workers",
+          "[cluster][trust]") {
+  Topology t = Base(3, "100");
+  auto plan = Plan(t);
+  REQUIRE(plan.ok());
+  for (auto& p : *plan) p.env["DMLC_NUM_ALL_WORKER"] = "5";  // the cluster trains 4
+  absl::Duration took;
+  auto results = RunAll(*plan, absl::Seconds(100), &took);
+  bool named = false;
+  for (const auto& r : results) {
+    if (r.name.find("worker") == std::string::npos || r.name == "central.master_worker") continue;
+    INFO(r.name << "\n" << ReadFile(r.stderr_path));
+    REQUIRE(r.exit_code == 1);
+    named |= ReadFile(r.stderr_path).find("summed 4 workers' gradients but DMLC_NUM_ALL_WORKER=5") !=
+             std::string::npos;
+  }
+  REQUIRE(named);
+}
+
+TEST_CASE("a dead party server is named by its party and role everywhere", "[cluster][trust]") {
+  Topology t = Base(400, "20000,3");
+  t.env["PS_HEARTBEAT_TIMEOUT"] = "3";
+  t.env["GEOPS_PROGRESS"] = "1";
+  auto plan = Plan(t);
+  REQUIRE(plan.ok());
+  RunOptions o;
+  o.binary = GEOPS_BINARY;
+  o.log_dir = TempDir();
+  o.stop_on_failure = false;
+  o.timeout = absl::Seconds(90);
+  Cluster c(o);
+  REQUIRE(c.Start(*plan).ok());
+  REQUIRE(c.WaitForOutput("A.worker0", "round 3/", absl::Seconds(60)));
+  REQUIRE(c.Kill("A.server0", SIGKILL).ok());
+  auto results = c.Wait();
+  // Party B's processes learn of it through the global tier: the message
+  // they log must say which party's server died, not "worker rank 0".
+  std::string b_log = ReadFile(results[0].stderr_path);  // global scheduler
+  for (const auto& r : results) {
+    if (r.name == "B.worker0") b_log = ReadFile(r.stderr_path);
+  }
+  INFO(b_log);
+  REQUIRE(b_log.find("the server of party A") != std::string::npos);
+  // And no log of party B calls party A's tier its "local tier".
+  REQUIRE(b_log.find("local tier") == std::string::npos);
+}
+
+TEST_CASE("a process paused longer than the heartbeat timeout does not blame its scheduler",
+          "[cluster][trust]") {
+  Topology t = Base(400, "20000,3");
+  t.env["PS_HEARTBEAT_TIMEOUT"] = "2";
+  t.env["GEOPS_PROGRESS"] = "1";
+  auto plan = Plan(t);
+  REQUIRE(plan.ok());
+  RunOptions o;
+  o.binary = GEOPS_BINARY;
+  o.log_dir = TempDir();
+  o.stop_on_failure = false;
+  o.timeout = absl::Seconds(90);
+  Cluster c(o);
+  REQUIRE(c.Start(*plan).ok());
+  REQUIRE(c.WaitForOutput("A.worker0", "round 3/", absl::Seconds(60)));
+  REQUIRE(c.Kill("A.worker1", SIGSTOP).ok());
+  std::this_thread::sleep_for(std::chrono::seconds(5));
+  REQUIRE(c.Kill("A.worker1", SIGCONT).ok());
+  auto results = c.Wait();
+  for (const auto& r : results) {
+    if (r.name != "A.worker1") continue;
+    std::string log = ReadFile(r.stderr_path);
+    INFO(log);
+    REQUIRE(log.find("scheduler at") == std::string::npos);
+    REQUIRE(log.find("has been silent") != std::string::npos);  // it heard why it was dropped
+  }
+}
