@@ -104,6 +104,7 @@ absl::StatusOr<int> TcpTransport::Listen(const std::string& host, int port) {
   std::string bound(last);
   int bound_port = std::stoi(bound.substr(bound.rfind(':') + 1));
   receiver_ = std::move(sock);
+  if (host != "0.0.0.0" && host != "*") listen_host_ = host;
   log::Verbose(1, "tcp: listening on %s:%d", host, bound_port);
   return bound_port;
 }
@@ -118,8 +119,15 @@ absl::Status TcpTransport::Connect(int peer_id, const std::string& host, int por
   SetInt(sock.get(), ZMQ_TCP_KEEPALIVE, 1);
   std::string routing_id = RandomRoutingId();
   zmq_setsockopt(sock.get(), ZMQ_ROUTING_ID, routing_id.data(), routing_id.size());
+  // Leave from the address we listen on (ZeroMQ's "source;destination"
+  // form): a peer then sees traffic come from the node it knows, and a host
+  // with several addresses per party (the WAN lab) routes and shapes it as
+  // that party's, instead of letting the kernel pick the destination's own.
   std::string endpoint = absl::StrFormat("tcp://%s:%d", host, port);
-  if (zmq_connect(sock.get(), endpoint.c_str()) != 0) {
+  std::string dialed = listen_host_.empty() ? endpoint
+                                            : absl::StrFormat("tcp://%s:0;%s:%d", listen_host_,
+                                                              host, port);
+  if (zmq_connect(sock.get(), dialed.c_str()) != 0) {
     return ZmqError("connect to " + endpoint);
   }
   auto peer = std::make_shared<Peer>();

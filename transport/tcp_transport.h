@@ -59,6 +59,7 @@ class TcpTransport final : public Transport {
   std::shared_ptr<std::atomic<int64_t>> lent_ = std::make_shared<std::atomic<int64_t>>(0);
   ContextPtr context_;
   SocketPtr receiver_;  // used only by the Receive() thread
+  std::string listen_host_;  // source address of our connections (set by Listen)
   std::shared_mutex peers_mu_;
   std::map<int, std::shared_ptr<Peer>> peers_;
   std::atomic<bool> shutdown_{false};
