@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what geops needs to build and test, from Debian bookworm only.
 set -euo pipefail
-packages=(build-essential cmake pkg-config libzmq3-dev libabsl-dev catch2 libibverbs-dev librdmacm-dev)
+# clang and libclang-rt-14-dev (libFuzzer, the clang sanitizer runtimes) build
+# the codec fuzzer of deploy/checks.sh; gcc brings ASan, UBSan and TSan.
+packages=(build-essential cmake pkg-config libzmq3-dev libabsl-dev catch2 libibverbs-dev librdmacm-dev
+  clang libclang-rt-14-dev tcpdump iproute2 iputils-ping iperf3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

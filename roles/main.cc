@@ -9,9 +9,24 @@
 #include "core/base/config.h"
 #include "core/base/log.h"
 #include "roles/roles.h"
+#include "transport/curve.h"
 
 int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--gen-keyfile") == 0) {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "geops: --gen-keyfile needs a file name\n");
+        return 2;
+      }
+      if (auto s = geops::WriteCurveKeyFile(argv[i + 1]); !s.ok()) {
+        std::fprintf(stderr, "geops: %s\n", std::string(s.message()).c_str());
+        return 1;
+      }
+      std::printf("wrote a cluster key to %s: give every process of the tier this file (e.g. "
+                  "GEOPS_GLOBAL_KEYFILE=%s)\n",
+                  argv[i + 1], argv[i + 1]);
+      return 0;
+    }
     if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
       std::fputs(geops::ConfigHelp().c_str(), stdout);
       return 0;

@@ -172,3 +172,61 @@ TEST_CASE("tcp reports unknown peers, busy ports and shutdown clearly") {
   stopper.join();
   REQUIRE(absl::IsCancelled(r.status()));
 }
+
+TEST_CASE("tcp CURVE: a client that knows the server key but not the cluster key is refused") {
+  std::string dir = "/tmp/geops-curve-test-" + std::to_string(getpid());
+  REQUIRE(system(("rm -rf " + dir + " && mkdir -p " + dir).c_str()) == 0);
+  char pub[41], sec[41];
+  REQUIRE(zmq_curve_keypair(pub, sec) == 0);
+  CurveKeys cluster{pub, sec};
+  auto server = TcpTransport::Create(1 << 20, cluster);
+  REQUIRE(server.ok());
+  auto port = (*server)->Listen("127.0.0.1", 0);
+  REQUIRE(port.ok());
+
+  // A member of the cluster gets through.
+  auto member = TcpTransport::Create(1 << 20, cluster);
+  REQUIRE(member.ok());
+  REQUIRE((*member)->Connect(2, "127.0.0.1", *port).ok());
+  REQUIRE((*member)->Send(Big(8, Buffer::Allocate(8))).ok());
+  REQUIRE((*server)->Receive(absl::Seconds(5)).ok());
+
+  // A stranger with its own key pair, who learnt the (public) server key.
+  char spub[41], ssec[41];
+  REQUIRE(zmq_curve_keypair(spub, ssec) == 0);
+  void* ctx = zmq_ctx_new();
+  void* raw = zmq_socket(ctx, ZMQ_DEALER);
+  zmq_setsockopt(raw, ZMQ_CURVE_SERVERKEY, pub, 41);
+  zmq_setsockopt(raw, ZMQ_CURVE_PUBLICKEY, spub, 41);
+  zmq_setsockopt(raw, ZMQ_CURVE_SECRETKEY, ssec, 41);
+  std::string ep = "tcp://127.0.0.1:" + std::to_string(*port);
+  REQUIRE(zmq_connect(raw, ep.c_str()) == 0);
+  Message m = Big(8, Buffer::Allocate(8));
+  Buffer h = wire::EncodeHeader(m);
+  zmq_send(raw, h.data(), h.size(), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+  zmq_send(raw, m.segments[0].data(), m.segments[0].size(), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+  zmq_send(raw, m.segments[1].data(), m.segments[1].size(), ZMQ_DONTWAIT);
+  auto none = (*server)->Receive(absl::Milliseconds(1500));
+  REQUIRE(absl::IsDeadlineExceeded(none.status()));
+  REQUIRE((*server)->curve_refused() >= 1);
+  int linger = 0;
+  zmq_setsockopt(raw, ZMQ_LINGER, &linger, sizeof(linger));
+  zmq_close(raw);
+  zmq_ctx_term(ctx);
+
+  // The refused side of our own transport learns why, by peer id.
+  char opub[41], osec[41];
+  REQUIRE(zmq_curve_keypair(opub, osec) == 0);
+  auto outsider = TcpTransport::Create(1 << 20, CurveKeys{pub, osec});
+  REQUIRE(outsider.ok());
+  REQUIRE((*outsider)->Listen("127.0.0.1", 0).ok());
+  REQUIRE((*outsider)->Connect(2, "127.0.0.1", *port).ok());
+  std::string problem;
+  for (int i = 0; i < 50 && problem.empty(); ++i) {
+    (void)(*outsider)->Receive(absl::Milliseconds(100));  // reads the monitors
+    problem = (*outsider)->PeerProblem(2);
+  }
+  INFO(problem);
+  REQUIRE_FALSE(problem.empty());
+  (void)system(("rm -rf " + dir).c_str());
+}

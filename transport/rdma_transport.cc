@@ -138,10 +138,10 @@ RdmaTransport::~RdmaTransport() {
   if (srq_) ibv_destroy_srq(srq_);
   cq_.reset();
   comp_channel_.reset();
-  // Registrations still held by live Buffers keep the protection domain
-  // busy; ibv_dealloc_pd then fails harmlessly and the kernel cleans up.
+  // Registrations still held by live Buffers keep the device, and so the
+  // protection domain, alive; the last of them deallocates it.
   pool_.reset();
-  pd_.reset();
+  device_.reset();
   events_.reset();
 }
 
@@ -160,8 +160,9 @@ absl::Status RdmaTransport::InitDevice(ibv_context* verbs) {
     return absl::OkStatus();
   }
   verbs_ = verbs;
-  pd_.reset(ibv_alloc_pd(verbs));
-  if (!pd_) return Errno("ibv_alloc_pd");
+  device_ = std::make_shared<rdma::Device>();
+  device_->pd = ibv_alloc_pd(verbs);
+  if (device_->pd == nullptr) return Errno("ibv_alloc_pd");
   comp_channel_.reset(ibv_create_comp_channel(verbs));
   if (!comp_channel_) return Errno("ibv_create_comp_channel");
   ibv_device_attr attr{};
@@ -172,12 +173,10 @@ absl::Status RdmaTransport::InitDevice(ibv_context* verbs) {
   ibv_srq_init_attr sa{};
   sa.attr.max_wr = std::min(options_.srq_depth, attr.max_srq_wr);
   sa.attr.max_sge = 1;
-  srq_ = ibv_create_srq(pd_.get(), &sa);
+  srq_ = ibv_create_srq(device_->pd, &sa);
   if (!srq_) return Errno("ibv_create_srq");
   options_.srq_depth = static_cast<int>(sa.attr.max_wr);
   options_.send_depth = std::min(options_.send_depth, attr.max_qp_wr);
-  device_ = std::make_shared<rdma::Device>();
-  device_->pd = pd_.get();
   device_->limit_bytes = options_.mem_limit;
   pool_ = std::make_unique<rdma::RegisteredPool>(device_);
   {
@@ -364,9 +363,9 @@ absl::Status RdmaTransport::CreateQp(Conn& c) {
   qa.cap.max_recv_wr = 1;  // receives come from the shared queue
   qa.cap.max_recv_sge = 1;
   qa.cap.max_inline_data = 256;
-  if (rdma_create_qp(c.id.get(), pd_.get(), &qa) != 0) {
+  if (rdma_create_qp(c.id.get(), device_->pd, &qa) != 0) {
     qa.cap.max_inline_data = 0;  // some devices have no inline support
-    if (rdma_create_qp(c.id.get(), pd_.get(), &qa) != 0) return Errno("rdma_create_qp");
+    if (rdma_create_qp(c.id.get(), device_->pd, &qa) != 0) return Errno("rdma_create_qp");
   }
   max_inline_ = qa.cap.max_inline_data;
   std::lock_guard<std::mutex> lock(conns_mu_);

@@ -104,7 +104,6 @@ class RdmaTransport final : public Transport {
   ibv_context* verbs_ = nullptr;
   rdma::EventChannelPtr events_;
   rdma::CmIdPtr listen_id_;
-  rdma::PdPtr pd_;
   rdma::CompChannelPtr comp_channel_;
   rdma::CqPtr cq_;
   ibv_srq* srq_ = nullptr;

@@ -69,6 +69,103 @@ TcpTransport::TcpTransport(size_t max_message_bytes)
   zmq_ctx_set(context_.get(), ZMQ_MAX_SOCKETS, 65536);
 }
 
+absl::StatusOr<std::unique_ptr<TcpTransport>> TcpTransport::Create(
+    size_t max_message_bytes, std::optional<CurveKeys> curve) {
+  auto t = std::make_unique<TcpTransport>(max_message_bytes);
+  if (curve) {
+    auto zap = ZapHandler::Start(t->context_.get(), *curve);
+    if (!zap.ok()) return zap.status();
+    t->zap_ = std::move(*zap);
+    t->curve_ = std::move(curve);
+  }
+  return t;
+}
+
+void TcpTransport::SecureLocked(void* sock, bool server) {
+  if (!curve_) return;
+  const CurveKeys& k = *curve_;
+  if (server) {
+    SetInt(sock, ZMQ_CURVE_SERVER, 1);
+    zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, k.secret_key.c_str(), 41);
+    // A domain makes ZeroMQ consult our ZAP handler for every client.
+    zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, "geops", 5);
+  } else {
+    zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, k.public_key.c_str(), 41);
+    zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, k.public_key.c_str(), 41);
+    zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, k.secret_key.c_str(), 41);
+  }
+}
+
+void TcpTransport::Monitor(void* sock, int peer_id) {
+  if (!curve_) return;
+  std::lock_guard<std::mutex> lock(monitors_mu_);
+  std::string ep = absl::StrFormat("inproc://geops-monitor-%p-%d", static_cast<void*>(this),
+                                   next_monitor_++);
+  const int events = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                     ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED;
+  if (zmq_socket_monitor(sock, ep.c_str(), events) != 0) return;
+  SocketPtr pair(zmq_socket(context_.get(), ZMQ_PAIR));
+  if (!pair || zmq_connect(pair.get(), ep.c_str()) != 0) return;
+  monitors_.emplace_back(std::move(pair), peer_id);
+}
+
+void TcpTransport::ReadMonitors(const std::vector<std::pair<void*, int>>& ready) {
+  for (const auto& [sock, peer_id] : ready) {
+    for (;;) {
+      zmq_msg_t ev, addr;
+      zmq_msg_init(&ev);
+      if (zmq_msg_recv(&ev, sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&ev);
+        break;
+      }
+      uint16_t event = 0;
+      uint32_t value = 0;
+      if (zmq_msg_size(&ev) >= 6) {
+        std::memcpy(&event, zmq_msg_data(&ev), 2);
+        std::memcpy(&value, static_cast<char*>(zmq_msg_data(&ev)) + 2, 4);
+      }
+      zmq_msg_close(&ev);
+      zmq_msg_init(&addr);
+      zmq_msg_recv(&addr, sock, 0);
+      std::string endpoint(static_cast<char*>(zmq_msg_data(&addr)), zmq_msg_size(&addr));
+      zmq_msg_close(&addr);
+      if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+        std::lock_guard<std::mutex> lock(monitors_mu_);
+        peer_problems_.erase(peer_id);
+        continue;
+      }
+      std::string why =
+          event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+              ? "the peer refused our CURVE key: this process's key file is not the tier's "
+                "cluster key"
+              : absl::StrFormat("the CURVE handshake failed (%s): one side has no key file, or "
+                                "not the same one",
+                                event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                    ? absl::StrFormat("protocol error %#x", value)
+                                    : std::string(zmq_strerror(static_cast<int>(value))));
+      if (peer_id < 0) {
+        // The listening side: ZAP already logged refused keys; this catches
+        // peers without CURVE or with a wrong server key.
+        // A refused peer retries every second or so: say it, not every time.
+        if (event != ZMQ_EVENT_HANDSHAKE_FAILED_AUTH &&
+            (++handshakes_refused_ <= 5 || handshakes_refused_ % 100 == 0)) {
+          log::Warn("tcp: refused a connection on %s: %s (%d so far)", endpoint, why,
+                    handshakes_refused_);
+        }
+        continue;
+      }
+      std::lock_guard<std::mutex> lock(monitors_mu_);
+      peer_problems_[peer_id] = absl::StrFormat("%s (connecting to %s)", why, endpoint);
+    }
+  }
+}
+
+std::string TcpTransport::PeerProblem(int peer_id) const {
+  std::lock_guard<std::mutex> lock(monitors_mu_);
+  auto it = peer_problems_.find(peer_id);
+  return it == peer_problems_.end() ? "" : it->second;
+}
+
 TcpTransport::~TcpTransport() {
   Shutdown();
   std::unique_lock lock(peers_mu_);
@@ -85,6 +182,8 @@ absl::StatusOr<int> TcpTransport::Listen(const std::string& host, int port) {
   // allocates it: a peer cannot make us hold more than this per connection.
   int64_t max_frame = static_cast<int64_t>(max_message_bytes_);
   zmq_setsockopt(sock.get(), ZMQ_MAXMSGSIZE, &max_frame, sizeof(max_frame));
+  SecureLocked(sock.get(), /*server=*/true);
+  Monitor(sock.get(), -1);
   std::string endpoint = absl::StrFormat("tcp://%s:%s", host, port == 0 ? "*" : std::to_string(port));
   if (port == 0) endpoint = absl::StrFormat("tcp://%s:*", host);
   if (zmq_bind(sock.get(), endpoint.c_str()) != 0) {
@@ -119,6 +218,8 @@ absl::Status TcpTransport::Connect(int peer_id, const std::string& host, int por
   SetInt(sock.get(), ZMQ_TCP_KEEPALIVE, 1);
   std::string routing_id = RandomRoutingId();
   zmq_setsockopt(sock.get(), ZMQ_ROUTING_ID, routing_id.data(), routing_id.size());
+  SecureLocked(sock.get(), /*server=*/false);
+  Monitor(sock.get(), peer_id);
   // Leave from the address we listen on (ZeroMQ's "source;destination"
   // form): a peer then sees traffic come from the node it knows, and a host
   // with several addresses per party (the WAN lab) routes and shapes it as
@@ -251,12 +352,33 @@ absl::StatusOr<Message> TcpTransport::Receive(absl::Duration timeout) {
     absl::Duration left = deadline - absl::Now();
     long slice_ms = std::clamp<long>(absl::ToInt64Milliseconds(left), 0, 50);
     zmq_pollitem_t item{receiver_.get(), 0, ZMQ_POLLIN, 0};
-    int rc = zmq_poll(&item, 1, slice_ms);
+    int rc;
+    if (!curve_) {
+      rc = zmq_poll(&item, 1, slice_ms);
+    } else {
+      // Security events share the wait with messages (monitors are few).
+      std::vector<zmq_pollitem_t> items = {item};
+      std::vector<int> watched;
+      {
+        std::lock_guard<std::mutex> lock(monitors_mu_);
+        for (const auto& [pair, peer] : monitors_) {
+          items.push_back({pair.get(), 0, ZMQ_POLLIN, 0});
+          watched.push_back(peer);
+        }
+      }
+      rc = zmq_poll(items.data(), static_cast<int>(items.size()), slice_ms);
+      std::vector<std::pair<void*, int>> ready;
+      for (size_t i = 1; rc > 0 && i < items.size(); ++i) {
+        if (items[i].revents & ZMQ_POLLIN) ready.emplace_back(items[i].socket, watched[i - 1]);
+      }
+      if (!ready.empty()) ReadMonitors(ready);
+      item.revents = items[0].revents;
+    }
     if (rc < 0) {
       if (zmq_errno() == EINTR) continue;
       return ZmqError("poll");
     }
-    if (rc == 0) {
+    if (!(item.revents & ZMQ_POLLIN)) {
       if (absl::Now() >= deadline) return absl::DeadlineExceededError("no message");
       continue;
     }

@@ -7,13 +7,19 @@
 // identity across reconnects; Receive() reports a hash of it as the
 // message's origin. ZMQ_MAXMSGSIZE cuts a peer that announces a frame
 // larger than the configured bound before any of it is buffered.
+//
+// With a cluster key (transport/curve.h) every socket runs CURVE; socket
+// monitors, read by the Receive() thread, turn a refused handshake into a
+// log line on the listening side and a PeerProblem() on the dialling side.
 #pragma once
 
 #include <map>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
+#include <vector>
 
+#include "transport/curve.h"
 #include "transport/transport.h"
 
 namespace geops {
@@ -21,6 +27,9 @@ namespace geops {
 class TcpTransport final : public Transport {
  public:
   explicit TcpTransport(size_t max_message_bytes = size_t{256} << 20);
+  // With `curve`, encrypted and restricted to holders of the cluster key.
+  static absl::StatusOr<std::unique_ptr<TcpTransport>> Create(size_t max_message_bytes,
+                                                              std::optional<CurveKeys> curve);
   ~TcpTransport() override;
 
   const char* name() const override { return "tcp"; }
@@ -30,10 +39,13 @@ class TcpTransport final : public Transport {
   absl::Status Send(const Message& msg) override;
   absl::StatusOr<Message> Receive(absl::Duration timeout) override;
   void Shutdown() override;
+  std::string PeerProblem(int peer_id) const override;
 
   // Bytes of received frames the application still holds as Buffers: the
   // frames themselves, lent out without a copy (they outlive no Buffer).
   int64_t receive_bytes_lent() const { return lent_->load(); }
+  // CURVE clients refused by the ZAP handler (0 without CURVE).
+  uint64_t curve_refused() const { return zap_ ? zap_->refused() : 0; }
 
  private:
   // RAII owners of ZeroMQ handles.
@@ -53,6 +65,11 @@ class TcpTransport final : public Transport {
   // Reads the rest of a multipart message after the identity frame.
   absl::StatusOr<Message> ReadMessage();
   void Drain();
+  // CURVE on `sock` as server (listening) or client (dialling).
+  void SecureLocked(void* sock, bool server);
+  // Watches `sock` for failed handshakes; `peer_id` < 0 for the listener.
+  void Monitor(void* sock, int peer_id);
+  void ReadMonitors(const std::vector<std::pair<void*, int>>& ready);
 
   const size_t max_message_bytes_;
   // Shared with the deleters of lent frames, which may run after we are gone.
@@ -63,6 +80,16 @@ class TcpTransport final : public Transport {
   std::shared_mutex peers_mu_;
   std::map<int, std::shared_ptr<Peer>> peers_;
   std::atomic<bool> shutdown_{false};
+
+  std::optional<CurveKeys> curve_;
+  std::unique_ptr<ZapHandler> zap_;  // before context_ is terminated: declared after it
+  // Monitor sockets (PAIR) and the peer each watches; read only by the
+  // Receive() thread, added under monitors_mu_.
+  mutable std::mutex monitors_mu_;
+  std::vector<std::pair<SocketPtr, int>> monitors_;
+  std::map<int, std::string> peer_problems_;  // guarded by monitors_mu_
+  int next_monitor_ = 0;
+  uint64_t handshakes_refused_ = 0;  // Receive() thread only
 };
 
 }  // namespace geops

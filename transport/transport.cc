@@ -10,7 +10,11 @@ namespace geops {
 absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const TransportOptions& options) {
   switch (options.van) {
     case VanType::kTcp:
-      return std::unique_ptr<Transport>(std::make_unique<TcpTransport>(options.max_message_bytes));
+      {
+      auto t = TcpTransport::Create(options.max_message_bytes, options.curve);
+      if (!t.ok()) return t.status();
+      return std::unique_ptr<Transport>(std::move(*t));
+    }
     case VanType::kRdma: {
 #ifdef GEOPS_HAVE_RDMA
       RdmaOptions o;

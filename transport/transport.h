@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -76,6 +77,11 @@ class Transport {
   // Whether ExpectInto can work here at all (callers pick their API by it).
   virtual bool lands_in_place() const { return false; }
 
+  // Why the path to `peer_id` cannot carry messages, when the transport
+  // knows (a refused security handshake); empty otherwise. Callers waiting
+  // for an answer use it to fail at once with the cause.
+  virtual std::string PeerProblem(int peer_id) const { return ""; }
+
   // Unblocks Receive() for good. Pending sends are still flushed (briefly)
   // when the transport is destroyed.
   virtual void Shutdown() = 0;
@@ -95,6 +101,8 @@ struct TransportOptions {
   // tcp: a peer that announces a bigger frame is disconnected before any of
   // it is buffered (ZMQ_MAXMSGSIZE), and Send refuses to build one.
   size_t max_message_bytes = size_t{256} << 20;
+  // tcp: run ZeroMQ CURVE with this cluster key pair (see transport/curve.h).
+  std::optional<CurveKeys> curve;
 };
 
 // The transport asked for; a clear error when this build or machine cannot

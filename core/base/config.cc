@@ -11,9 +11,11 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <fstream>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -172,6 +174,33 @@ absl::StatusOr<TierConfig> ParseTier(const EnvLookup& env, bool global, bool cou
   t.num_servers = *s;
   t.num_workers = *w;
   return t;
+}
+
+// Reads a key file written by `geops --gen-keyfile`: lines "public=<z85>"
+// and "secret=<z85>". Every fault names the variable and the file.
+absl::StatusOr<CurveKeys> ReadKeyFile(std::string_view var, const std::string& path) {
+  std::ifstream f(path);
+  if (!f) {
+    return Bad(var, path, "a readable key file (make one with: geops --gen-keyfile FILE)");
+  }
+  CurveKeys k;
+  std::string line;
+  while (std::getline(f, line)) {
+    line = std::string(absl::StripAsciiWhitespace(line));
+    if (absl::StartsWith(line, "public=")) k.public_key = line.substr(7);
+    if (absl::StartsWith(line, "secret=")) k.secret_key = line.substr(7);
+  }
+  auto z85 = [](const std::string& s) {
+    return s.size() == 40 && s.find_first_not_of("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLM"
+                                                 "NOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#") ==
+                                 std::string::npos;
+  };
+  if (!z85(k.public_key) || !z85(k.secret_key)) {
+    return Bad(var, path,
+               "a key file with lines public=<40 Z85 characters> and secret=<40 Z85 "
+               "characters> (make one with: geops --gen-keyfile FILE)");
+  }
+  return k;
 }
 
 // GeoMX's accelerator switches. geops does not implement them yet, so a
@@ -459,13 +488,27 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
   if (!mm.ok()) return mm.status();
   c.max_message_bytes = static_cast<size_t>(*mm) << 20;
   if (auto s = CheckGeoMXVariables(env, &c.warnings); !s.ok()) return s;
+  if (auto path = Get(env, "GEOPS_GLOBAL_KEYFILE"); path && c.in_global_tier()) {
+    auto k = ReadKeyFile("GEOPS_GLOBAL_KEYFILE", *path);
+    if (!k.ok()) return k.status();
+    c.global_keys = *k;
+  }
+  if (auto path = Get(env, "GEOPS_LOCAL_KEYFILE"); path && c.in_local_tier()) {
+    if (c.local_van == VanType::kRdma) {
+      return Bad("GEOPS_LOCAL_KEYFILE", *path,
+                 "unset with DMLC_PS_VAN_TYPE=ibverbs: CURVE encrypts tcp tiers only");
+    }
+    auto k = ReadKeyFile("GEOPS_LOCAL_KEYFILE", *path);
+    if (!k.ok()) return k.status();
+    c.local_keys = *k;
+  }
   return c;
 }
 
 std::string ConfigHelp() {
   return R"(geops: a two-tier parameter server (GeoMX / ps-lite compatible).
 
-usage: geops [--help]
+usage: geops [--help] [--gen-keyfile FILE]
   The role and the whole topology come from the environment, exactly as for
   GeoMX and ps-lite. A worker role runs the built-in synthetic trainer; a
   training program links libgeops and uses geops::KVWorker instead.
@@ -543,6 +586,15 @@ Liveness
                             its registration; then it stops, naming the
                             scheduler's address (default 30, at most
                             GEOPS_STARTUP_TIMEOUT).
+
+Security
+  GEOPS_GLOBAL_KEYFILE      a key file: the global tier runs ZeroMQ CURVE with
+                            it (encrypted, and only holders of the same file
+                            may connect, register, send or abort). Give every
+                            process of the global tier the same file; make it
+                            with `geops --gen-keyfile FILE`. Default: plain.
+  GEOPS_LOCAL_KEYFILE       the same for a party's tcp tier (independent of the
+                            global one: a party may stay plain).
 
 Limits
   GEOPS_MAX_MESSAGE_MB      largest frame (one key's value) a tcp peer may send,

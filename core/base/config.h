@@ -34,6 +34,12 @@ struct TierConfig {
   int num_workers = 0;
 };
 
+// A tier's CURVE cluster key pair, Z85-encoded (40 characters each).
+struct CurveKeys {
+  std::string public_key;
+  std::string secret_key;
+};
+
 struct Config {
   // Local-tier role; empty for a process that is only the global scheduler.
   std::optional<Role> role;
@@ -62,6 +68,9 @@ struct Config {
   absl::Duration connect_timeout = absl::Seconds(30);
   // Largest frame a tcp peer may send us (GEOPS_MAX_MESSAGE_MB).
   size_t max_message_bytes = size_t{256} << 20;
+  // CURVE on a tcp tier: GEOPS_GLOBAL_KEYFILE / GEOPS_LOCAL_KEYFILE.
+  std::optional<CurveKeys> global_keys;
+  std::optional<CurveKeys> local_keys;
   // Things worth saying once at start-up (GeoMX variables geops ignores).
   std::vector<std::string> warnings;
 

@@ -39,6 +39,7 @@ TierOptions MakeTierOptions(const Config& c, bool global, TierRole role) {
   o.transport.rdma_slot_bytes = c.rdma_slot_bytes;
   o.transport.connect_timeout = c.startup_timeout;
   o.transport.max_message_bytes = c.max_message_bytes;
+  o.transport.curve = global ? c.global_keys : c.local_keys;
   o.heartbeat_interval = c.heartbeat_interval;
   o.heartbeat_timeout = c.heartbeat_timeout;
   o.startup_timeout = c.startup_timeout;
@@ -170,16 +171,34 @@ absl::Status Tier::Start() {
   // A scheduler that never came up (port taken, wrong address, crashed)
   // must not cost everyone the whole start-up timeout: it acknowledges a
   // registration at once, so silence for connect_timeout means it is gone.
-  bool acked = cv_.wait_for(lock, absl::ToChronoMilliseconds(options_.connect_timeout), [&] {
-    return registered_ || table_ready_ || !health_.ok();
-  });
+  // Poll the transport too: a refused security handshake is known at once.
+  std::string problem;
+  absl::Time give_up = absl::Now() + options_.connect_timeout;
+  bool acked = false;
+  while (!(acked = registered_ || table_ready_) && health_.ok() && absl::Now() < give_up) {
+    cv_.wait_for(lock, std::chrono::milliseconds(50));
+    problem = transport_->PeerProblem(kSchedulerId);
+    if (!problem.empty()) break;
+  }
   if (!health_.ok()) return health_;
+  if (!acked && !problem.empty()) {
+    health_ = absl::PermissionDeniedError(absl::StrFormat(
+        "%s tier: cannot register with the scheduler at %s:%d: %s (%s)", options_.label,
+        c.scheduler_addr, c.scheduler_port, problem,
+        options_.name == "global" ? "GEOPS_GLOBAL_KEYFILE" : "GEOPS_LOCAL_KEYFILE"));
+    return health_;
+  }
   if (!acked) {
     std::string why = absl::StrFormat(
         "%s tier: no scheduler answered at %s:%d within %s (GEOPS_CONNECT_TIMEOUT): it is not "
-        "running, failed to start, or %s is wrong",
+        "running, failed to start, or %s is wrong%s",
         options_.label, c.scheduler_addr, c.scheduler_port,
-        absl::FormatDuration(options_.connect_timeout), where);
+        absl::FormatDuration(options_.connect_timeout), where,
+        options_.transport.curve
+            ? ""
+            : absl::StrFormat("; or the tier runs CURVE and this process has no %s",
+                              options_.name == "global" ? "GEOPS_GLOBAL_KEYFILE"
+                                                        : "GEOPS_LOCAL_KEYFILE"));
     health_ = absl::UnavailableError(why);
     return health_;
   }

@@ -32,6 +32,10 @@ std::string MemlockHint() {
 
 }  // namespace
 
+Device::~Device() {
+  if (pd != nullptr) ibv_dealloc_pd(pd);
+}
+
 absl::StatusOr<ibv_mr*> RegisterRange(Device& dev, void* addr, size_t len) {
   if (dev.registered_bytes.load() + len > dev.limit_bytes) {
     return absl::ResourceExhaustedError(absl::StrFormat(

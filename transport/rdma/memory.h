@@ -21,9 +21,16 @@
 
 namespace geops::rdma {
 
-// Shared by the pool, the registrar and every registration they hand out,
-// so a Buffer that outlives the transport can still deregister safely.
+// Shared by the transport, the pool and every registration they hand out,
+// so a Buffer that outlives the transport can still deregister safely. It
+// owns the protection domain, which is deallocated after the last
+// registration in it is gone (ibv_dealloc_pd fails while one is alive).
 struct Device {
+  Device() = default;
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+  ~Device();
+
   ibv_pd* pd = nullptr;
   size_t limit_bytes = 0;
   std::atomic<size_t> registered_bytes{0};
