@@ -296,6 +296,13 @@ TEST_CASE("limits and timeouts of the trust work parse and are checked") {
   e["GEOPS_MAX_MESSAGE_MB"] = "64";
   e["GEOPS_PARTY"] = "two words";
   RequireError(e, "GEOPS_PARTY", "two words");
+  e["GEOPS_PARTY"] = "eu-west";
+  REQUIRE(Parse(e)->global_heartbeat_timeout == absl::Seconds(15));  // as PS_HEARTBEAT_TIMEOUT
+  e["GEOPS_GLOBAL_HEARTBEAT_TIMEOUT"] = "120";
+  REQUIRE(Parse(e)->global_heartbeat_timeout == absl::Seconds(120));
+  REQUIRE(Parse(e)->heartbeat_timeout == absl::Seconds(15));
+  e["GEOPS_GLOBAL_HEARTBEAT_TIMEOUT"] = "1";
+  RequireError(e, "GEOPS_GLOBAL_HEARTBEAT_TIMEOUT", "1");
   // Without GEOPS_PARTY a party is named by its scheduler's address.
   REQUIRE(Parse(Local("worker"))->party == "127.0.0.1:9000");
 }
@@ -311,8 +318,34 @@ TEST_CASE("geops --help documents every variable") {
         "PS_HEARTBEAT_TIMEOUT", "GEOPS_STARTUP_TIMEOUT", "GEOPS_ROUNDS", "GEOPS_KEY_SIZES",
         "GEOPS_DTYPE", "GEOPS_RULE", "GEOPS_LR", "GEOPS_PROGRESS", "GEOPS_RDMA_MEM_LIMIT",
         "GEOPS_RDMA_SLOT_BYTES", "GEOPS_CONNECT_TIMEOUT", "GEOPS_MAX_MESSAGE_MB", "GEOPS_PARTY",
-        "MXNET_KVSTORE_USE_HFA", "ENABLE_P3"}) {
+        "MXNET_KVSTORE_USE_HFA", "ENABLE_P3", "GEOPS_GLOBAL_KEYFILE", "GEOPS_LOCAL_KEYFILE",
+        "GEOPS_RDMA_SECRET_FILE", "GEOPS_GLOBAL_HEARTBEAT_TIMEOUT"}) {
     INFO(v);
     REQUIRE(help.find(v) != std::string::npos);
   }
+}
+
+TEST_CASE("key and secret files are checked at start, naming the variable") {
+  Env e = Global(Local("server"));
+  e["GEOPS_GLOBAL_KEYFILE"] = "/nonexistent/geops.key";
+  RequireError(e, "GEOPS_GLOBAL_KEYFILE", "/nonexistent/geops.key");
+  std::string bad = "/tmp/geops-config-test-bad.key";
+  FILE* f = std::fopen(bad.c_str(), "w");
+  std::fputs("public=tooshort\nsecret=tooshort\n", f);
+  std::fclose(f);
+  e["GEOPS_GLOBAL_KEYFILE"] = bad;
+  RequireError(e, "GEOPS_GLOBAL_KEYFILE", bad);
+  e.erase("GEOPS_GLOBAL_KEYFILE");
+  e["GEOPS_RDMA_SECRET_FILE"] = bad;  // two lines: not a secret
+  RequireError(e, "GEOPS_RDMA_SECRET_FILE", bad);
+  f = std::fopen(bad.c_str(), "w");
+  std::fputs("sixteen-chars-ok-secret\n", f);
+  std::fclose(f);
+  auto c = Parse(e);
+  REQUIRE(c.ok());
+  REQUIRE(c->rdma_secret == "sixteen-chars-ok-secret");
+  e["DMLC_PS_VAN_TYPE"] = "ibverbs";
+  e["GEOPS_LOCAL_KEYFILE"] = bad;
+  RequireError(e, "GEOPS_LOCAL_KEYFILE", "ibverbs");
+  std::remove(bad.c_str());
 }

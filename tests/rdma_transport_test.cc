@@ -178,3 +178,42 @@ TEST_CASE("rdma: a peer that disconnects mid-transfer is reported, not fatal", "
   REQUIRE(absl::IsUnavailable(s));
   REQUIRE(std::string(s.message()).find("node 2") != std::string::npos);
 }
+
+TEST_CASE("rdma: connections must carry the tier's secret; a stranger is refused at once",
+          "[rdma]") {
+  auto ips = testing::RdmaIps();
+  RdmaOptions with;
+  with.secret = "correct horse battery staple";
+  RdmaOptions other = with;
+  other.secret = "a different secret entirely";
+  auto server = RdmaTransport::Create(with);
+  REQUIRE(server.ok());
+  auto port = (*server)->Listen(ips[1], 0);
+  REQUIRE(port.ok());
+  for (const RdmaOptions& o : {RdmaOptions{}, other}) {
+    INFO("client secret: \"" << o.secret << "\"");
+    auto stranger = RdmaTransport::Create(o);
+    REQUIRE(stranger.ok());
+    REQUIRE((*stranger)->Listen(ips[0], 0).ok());
+    REQUIRE((*stranger)->Connect(2, ips[1], *port).ok());
+    (void)(*stranger)->Send(Data(2, 1, {Pattern(64, 1)}));
+    std::string problem;
+    absl::Time until = absl::Now() + absl::Seconds(20);
+    while (problem.empty() && absl::Now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      problem = (*stranger)->PeerProblem(2);
+    }
+    INFO(problem);
+    REQUIRE(problem.find("GEOPS_RDMA_SECRET_FILE") != std::string::npos);
+    REQUIRE(absl::IsDeadlineExceeded((*server)->Receive(absl::Milliseconds(300)).status()));
+  }
+  // The right secret gets through.
+  auto member = RdmaTransport::Create(with);
+  REQUIRE(member.ok());
+  REQUIRE((*member)->Listen(ips[0], 0).ok());
+  REQUIRE((*member)->Connect(2, ips[1], *port).ok());
+  REQUIRE((*member)->Send(Data(2, 1, {Pattern(64, 1)})).ok());
+  auto got = (*server)->Receive(absl::Seconds(20));
+  REQUIRE(got.ok());
+  REQUIRE(got->origin != 0);
+}

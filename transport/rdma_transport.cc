@@ -19,6 +19,31 @@
 namespace geops {
 namespace {
 
+// rdma_cm private data: "GEOPS1", a length byte and the shared secret on
+// connect; "GEOPS1" and 0xff on a refusal because of it. IB carries at most
+// 56 bytes in a connect request and pads what it carries.
+constexpr char kCmTag[] = "GEOPS1";
+constexpr size_t kCmTagLen = 6;
+constexpr uint8_t kCmRefusedSecret = 0xff;
+
+std::string ConnectPrivateData(const std::string& secret) {
+  std::string d(kCmTag, kCmTagLen);
+  d.push_back(static_cast<char>(secret.size()));
+  d += secret;
+  return d;
+}
+
+bool SecretMatches(const void* data, size_t len, const std::string& secret) {
+  std::string want = ConnectPrivateData(secret);
+  if (secret.empty()) return true;  // no secret configured: accept anyone
+  return data != nullptr && len >= want.size() && std::memcmp(data, want.data(), want.size()) == 0;
+}
+
+bool RefusedForSecret(const void* data, size_t len) {
+  return data != nullptr && len > kCmTagLen && std::memcmp(data, kCmTag, kCmTagLen) == 0 &&
+         static_cast<const uint8_t*>(data)[kCmTagLen] == kCmRefusedSecret;
+}
+
 // A queue pair is one connection: its number is the message's origin.
 uint64_t OriginOfQp(uint32_t qp_num) { return (uint64_t{1} << 32) | qp_num; }
 
@@ -264,6 +289,18 @@ absl::StatusOr<int> RdmaTransport::Listen(const std::string& host, int port) {
   return bound_port;
 }
 
+std::string RdmaTransport::PeerProblem(int peer_id) const {
+  std::shared_ptr<Conn> c;
+  {
+    std::lock_guard<std::mutex> lock(conns_mu_);
+    auto it = peers_.find(peer_id);
+    if (it == peers_.end()) return "";
+    c = it->second;
+  }
+  std::lock_guard<std::mutex> lock(c->mu);
+  return c->state == Conn::State::kDown ? c->error : "";
+}
+
 absl::Status RdmaTransport::Alias(int new_id, int existing_id) {
   std::lock_guard<std::mutex> lock(conns_mu_);
   auto it = peers_.find(existing_id);
@@ -418,7 +455,28 @@ void RdmaTransport::HandleCmEvent(rdma_cm_event* ev) {
   log::Verbose(2, "rdma: cm event %s (status %d)", CmEventName(type), status);
 
   if (type == RDMA_CM_EVENT_CONNECT_REQUEST) {
+    // The private data lives in the event: check it before the ack frees it.
+    bool admitted = SecretMatches(ev->param.conn.private_data,
+                                  ev->param.conn.private_data_len, options_.secret);
     rdma_ack_cm_event(ev);
+    if (!admitted) {
+      sockaddr* peer = rdma_get_peer_addr(id);
+      char addr[INET6_ADDRSTRLEN] = "?";
+      if (peer && peer->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(peer)->sin_addr, addr, sizeof(addr));
+      }
+      uint64_t n = secret_refused_.fetch_add(1) + 1;
+      if (n <= 20 || n % 1000 == 0) {
+        log::Warn("rdma: refused a connection from %s: it does not carry this tier's "
+                  "GEOPS_RDMA_SECRET_FILE secret (%d refused so far)",
+                  addr, n);
+      }
+      std::string refusal(kCmTag, kCmTagLen);
+      refusal.push_back(static_cast<char>(kCmRefusedSecret));
+      rdma_reject(id, refusal.data(), static_cast<uint8_t>(refusal.size()));
+      rdma_destroy_id(id);
+      return;
+    }
     auto in = std::make_shared<Conn>();
     in->id.reset(id);
     id->context = in.get();
@@ -442,8 +500,18 @@ void RdmaTransport::HandleCmEvent(rdma_cm_event* ev) {
     conns_.push_back(std::move(in));
     return;
   }
+  const bool refused_secret =
+      type == RDMA_CM_EVENT_REJECTED &&
+      RefusedForSecret(ev->param.conn.private_data, ev->param.conn.private_data_len);
   rdma_ack_cm_event(ev);
   if (c == nullptr) return;
+  if (refused_secret && c->outgoing) {
+    // Retrying cannot help: say why at once.
+    FailConn(*c, absl::StrFormat("node %d at %s:%d refused our connection: this process's "
+                                 "GEOPS_RDMA_SECRET_FILE is missing or not the tier's",
+                                 c->peer, c->host, c->port));
+    return;
+  }
 
   switch (type) {
     case RDMA_CM_EVENT_ADDR_RESOLVED:
@@ -459,6 +527,9 @@ void RdmaTransport::HandleCmEvent(rdma_cm_event* ev) {
       param.retry_count = 7;
       param.responder_resources = 1;
       param.initiator_depth = 1;
+      std::string pdata = ConnectPrivateData(options_.secret);
+      param.private_data = pdata.data();
+      param.private_data_len = static_cast<uint8_t>(pdata.size());
       if (s.ok() && rdma_connect(id, &param) != 0) s = Errno("rdma_connect");
       if (!s.ok()) FailConn(*c, std::string(s.message()));
       break;

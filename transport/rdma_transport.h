@@ -43,6 +43,11 @@ struct RdmaOptions {
   // How long a waiting receiver polls the completion queue itself after
   // the last completion before it sleeps (latency vs. an idle core).
   absl::Duration spin = absl::Microseconds(500);
+  // Shared secret (GEOPS_RDMA_SECRET_FILE) sent in rdma_cm private data at
+  // connect and required of every incoming connection; empty: none. It
+  // keeps strangers on the fabric out of the tier; it travels in clear and
+  // encrypts nothing.
+  std::string secret;
 };
 
 class RdmaTransport final : public Transport {
@@ -61,6 +66,7 @@ class RdmaTransport final : public Transport {
   bool ExpectInto(int peer_id, int timestamp, std::vector<Buffer> targets) override;
   bool lands_in_place() const override { return true; }
   void Shutdown() override;
+  std::string PeerProblem(int peer_id) const override;
 
  private:
   struct WriteJob;
@@ -112,7 +118,8 @@ class RdmaTransport final : public Transport {
   bool listening_ = false;
   uint32_t max_inline_ = 0;
 
-  std::mutex conns_mu_;
+  mutable std::mutex conns_mu_;
+  std::atomic<uint64_t> secret_refused_{0};
   std::vector<std::shared_ptr<Conn>> conns_;  // every connection ever made
   std::map<int, std::shared_ptr<Conn>> peers_;     // outgoing, by peer id
   std::map<uint32_t, Conn*> by_qp_;

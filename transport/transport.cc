@@ -21,6 +21,7 @@ absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const TransportOptions&
       o.mem_limit = options.rdma_mem_limit;
       o.slot_bytes = options.rdma_slot_bytes;
       o.connect_timeout = options.connect_timeout;
+      o.secret = options.rdma_secret;
       auto t = RdmaTransport::Create(o);
       if (!t.ok()) return t.status();
       return std::unique_ptr<Transport>(std::move(*t));

@@ -101,6 +101,8 @@ struct TransportOptions {
   // tcp: a peer that announces a bigger frame is disconnected before any of
   // it is buffered (ZMQ_MAXMSGSIZE), and Send refuses to build one.
   size_t max_message_bytes = size_t{256} << 20;
+  // rdma: the shared secret every connection must carry (GEOPS_RDMA_SECRET_FILE).
+  std::string rdma_secret;
   // tcp: run ZeroMQ CURVE with this cluster key pair (see transport/curve.h).
   std::optional<CurveKeys> curve;
 };

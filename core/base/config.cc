@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <sstream>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -477,6 +478,14 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
                absl::StrCat("at most half of PS_HEARTBEAT_TIMEOUT (default ",
                             absl::FormatDuration(c.heartbeat_timeout), ")"));
   }
+  auto ghb = GetSeconds(env, "GEOPS_GLOBAL_HEARTBEAT_TIMEOUT", c.heartbeat_timeout);
+  if (!ghb.ok()) return ghb.status();
+  c.global_heartbeat_timeout = *ghb;
+  if (c.global_heartbeat_timeout < 2 * c.heartbeat_interval) {
+    return Bad("GEOPS_GLOBAL_HEARTBEAT_TIMEOUT", *Get(env, "GEOPS_GLOBAL_HEARTBEAT_TIMEOUT"),
+               absl::StrCat("at least twice PS_HEARTBEAT_INTERVAL (",
+                            absl::FormatDuration(c.heartbeat_interval), ")"));
+  }
   auto st = GetSeconds(env, "GEOPS_STARTUP_TIMEOUT", c.startup_timeout);
   if (!st.ok()) return st.status();
   c.startup_timeout = *st;
@@ -501,6 +510,19 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
     auto k = ReadKeyFile("GEOPS_LOCAL_KEYFILE", *path);
     if (!k.ok()) return k.status();
     c.local_keys = *k;
+  }
+  if (auto path = Get(env, "GEOPS_RDMA_SECRET_FILE"); path && c.in_local_tier()) {
+    std::ifstream f(*path);
+    std::stringstream text;
+    text << f.rdbuf();
+    std::string secret(absl::StripAsciiWhitespace(text.str()));
+    if (!f || secret.size() < 16 || secret.size() > 48 ||
+        secret.find('\n') != std::string::npos) {
+      return Bad("GEOPS_RDMA_SECRET_FILE", *path,
+                 "a readable file holding one line of 16 to 48 characters (for example: "
+                 "head -c 24 /dev/urandom | base64 > FILE)");
+    }
+    c.rdma_secret = secret;
   }
   return c;
 }
@@ -580,6 +602,10 @@ Liveness
   PS_HEARTBEAT_TIMEOUT      seconds of silence after which a peer is declared
                             dead and the cluster stops with an error naming it
                             (default 15; at least twice the interval).
+  GEOPS_GLOBAL_HEARTBEAT_TIMEOUT  the same for the global (WAN) tier, which
+                            may need longer: a link between data centres can
+                            stall for seconds and recover (default: as
+                            PS_HEARTBEAT_TIMEOUT).
   GEOPS_STARTUP_TIMEOUT     seconds a scheduler waits for every node to
                             register, and a node for its node table (default 300).
   GEOPS_CONNECT_TIMEOUT     seconds a node waits for its scheduler to answer
@@ -595,6 +621,12 @@ Security
                             with `geops --gen-keyfile FILE`. Default: plain.
   GEOPS_LOCAL_KEYFILE       the same for a party's tcp tier (independent of the
                             global one: a party may stay plain).
+  GEOPS_RDMA_SECRET_FILE    a file with one line of 16-48 characters that every
+                            connection of an rdma tier must present (rdma_cm
+                            private data) or be refused. It keeps strangers on
+                            the fabric out; it travels in clear, so anyone who
+                            can capture the fabric can learn it, and it
+                            encrypts nothing. (head -c 24 /dev/urandom | base64)
 
 Limits
   GEOPS_MAX_MESSAGE_MB      largest frame (one key's value) a tcp peer may send,

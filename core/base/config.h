@@ -62,6 +62,9 @@ struct Config {
   size_t rdma_slot_bytes = 16 * 1024;       // GEOPS_RDMA_SLOT_BYTES
   absl::Duration heartbeat_interval = absl::Seconds(1);
   absl::Duration heartbeat_timeout = absl::Seconds(15);
+  // The global tier's own (GEOPS_GLOBAL_HEARTBEAT_TIMEOUT): WAN links stall
+  // longer than a rack before they are really gone. Default: the local one.
+  absl::Duration global_heartbeat_timeout = absl::Seconds(15);
   absl::Duration startup_timeout = absl::Seconds(300);
   // How long a node waits for its scheduler to acknowledge registration
   // before it reports the scheduler missing (GEOPS_CONNECT_TIMEOUT).
@@ -71,6 +74,8 @@ struct Config {
   // CURVE on a tcp tier: GEOPS_GLOBAL_KEYFILE / GEOPS_LOCAL_KEYFILE.
   std::optional<CurveKeys> global_keys;
   std::optional<CurveKeys> local_keys;
+  // The rdma tier's shared secret (GEOPS_RDMA_SECRET_FILE); empty: none.
+  std::string rdma_secret;
   // Things worth saying once at start-up (GeoMX variables geops ignores).
   std::vector<std::string> warnings;
 

@@ -40,8 +40,9 @@ TierOptions MakeTierOptions(const Config& c, bool global, TierRole role) {
   o.transport.connect_timeout = c.startup_timeout;
   o.transport.max_message_bytes = c.max_message_bytes;
   o.transport.curve = global ? c.global_keys : c.local_keys;
+  o.transport.rdma_secret = c.rdma_secret;
   o.heartbeat_interval = c.heartbeat_interval;
-  o.heartbeat_timeout = c.heartbeat_timeout;
+  o.heartbeat_timeout = global ? c.global_heartbeat_timeout : c.heartbeat_timeout;
   o.startup_timeout = c.startup_timeout;
   o.connect_timeout = c.connect_timeout;
   o.self.party_name = c.party;
@@ -183,9 +184,11 @@ absl::Status Tier::Start() {
   if (!health_.ok()) return health_;
   if (!acked && !problem.empty()) {
     health_ = absl::PermissionDeniedError(absl::StrFormat(
-        "%s tier: cannot register with the scheduler at %s:%d: %s (%s)", options_.label,
+        "%s tier: cannot register with the scheduler at %s:%d: %s%s", options_.label,
         c.scheduler_addr, c.scheduler_port, problem,
-        options_.name == "global" ? "GEOPS_GLOBAL_KEYFILE" : "GEOPS_LOCAL_KEYFILE"));
+        options_.transport.van != VanType::kTcp ? ""
+        : options_.name == "global"             ? " (GEOPS_GLOBAL_KEYFILE)"
+                                                : " (GEOPS_LOCAL_KEYFILE)"));
     return health_;
   }
   if (!acked) {
