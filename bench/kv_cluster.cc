@@ -39,8 +39,11 @@ std::string SelfPath() {
 // DMLC_/PS_/GEOPS_ variable of its own environment on).
 Env PassThrough() {
   Env e;
-  for (const char* name : {"PS_VERBOSE", "PS_HEARTBEAT_INTERVAL", "PS_HEARTBEAT_TIMEOUT",
-                           "GEOPS_STARTUP_TIMEOUT"}) {
+  for (const char* name :
+       {"PS_VERBOSE", "PS_HEARTBEAT_INTERVAL", "PS_HEARTBEAT_TIMEOUT", "GEOPS_STARTUP_TIMEOUT",
+        "GEOPS_CONNECT_TIMEOUT", "GEOPS_GLOBAL_HEARTBEAT_TIMEOUT", "GEOPS_MAX_MESSAGE_MB",
+        // Security: CURVE on the tcp tiers, the rdma secret (their cost is measured so).
+        "GEOPS_LOCAL_KEYFILE", "GEOPS_GLOBAL_KEYFILE", "GEOPS_RDMA_SECRET_FILE"}) {
     if (const char* v = std::getenv(name)) e[name] = v;
   }
   return e;
@@ -224,10 +227,12 @@ absl::Status RunKvCluster(const KvCluster& c, const KvWorkload& w) {
     }
   }
   const int servers = c.geomx ? c.parties * c.servers : c.servers;
-  std::printf("geops-bench-kv van=%s topology=%s workers=%d servers=%d mode=%s "
+  const bool curve = std::getenv(c.rdma || !c.geomx ? "GEOPS_LOCAL_KEYFILE" : "GEOPS_GLOBAL_KEYFILE");
+  std::printf("geops-bench-kv van=%s curve=%d topology=%s workers=%d servers=%d mode=%s "
               "keys_per_server=%d value_bytes=%llu goodput_gbps=%.4f p50_us=%.1f p99_us=%.1f "
               "copied_bytes=%llu processes_failed=%d results=%s\n",
-              c.rdma ? "rdma" : "tcp", c.geomx ? "geomx" : "single", trainers, servers,
+              c.rdma ? "rdma" : "tcp", curve ? 1 : 0, c.geomx ? "geomx" : "single", trainers,
+              servers,
               KvModeName(w.mode), w.keys_per_server,
               static_cast<unsigned long long>(report.value_bytes), report.gbps, report.p50,
               report.p99, static_cast<unsigned long long>(copied), failed,
