@@ -10,6 +10,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "deploy/launcher.h"
 
 namespace {
@@ -34,6 +35,12 @@ summary. Ctrl-C, or any process failing, stops all of them.
   --dtype T             float32 | float64 | int32 | int64 (default float32)
   --rule R              sum | sgd (default sum)
   --lr X                sgd learning rate (default 0.5)
+  --party-hosts A,B,... one IPv4 address per party, the central party first
+                        (default: all on 127.0.0.1). In the WAN lab
+                        (deploy/lab), the first address of each lab party.
+  --keyfile FILE        CURVE on every tcp tier with this cluster key
+                        (GEOPS_GLOBAL_KEYFILE and GEOPS_LOCAL_KEYFILE; make
+                        one with geops --gen-keyfile FILE)
   --verbose N           PS_VERBOSE for every process (default 0)
   --heartbeat-timeout S PS_HEARTBEAT_TIMEOUT (default 15)
   --timeout S           give up after S seconds (default 600)
@@ -109,6 +116,10 @@ int main(int argc, char** argv) {
       t.env["GEOPS_RULE"] = value();
     } else if (a == "--lr") {
       t.env["GEOPS_LR"] = value();
+    } else if (a == "--party-hosts") {
+      t.party_hosts = absl::StrSplit(value(), ',', absl::SkipEmpty());
+    } else if (a == "--keyfile") {
+      t.env["GEOPS_GLOBAL_KEYFILE"] = t.env["GEOPS_LOCAL_KEYFILE"] = value();
     } else if (a == "--verbose") {
       t.env["PS_VERBOSE"] = value();
     } else if (a == "--heartbeat-timeout") {

@@ -49,7 +49,15 @@ absl::StatusOr<std::vector<ProcessSpec>> Plan(const Topology& t) {
       t.global_servers < 1 || t.central_workers < 0) {
     return absl::InvalidArgumentError("a topology needs >= 1 server, worker and global server");
   }
-  auto gport = FreePort(t.host);
+  if (!t.party_hosts.empty() && static_cast<int>(t.party_hosts.size()) != t.parties + 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "party hosts: expected ", t.parties + 1, " addresses (the central party first), got ",
+        t.party_hosts.size()));
+  }
+  auto host_of = [&](int party) {
+    return t.party_hosts.empty() ? t.host : t.party_hosts[party];
+  };
+  auto gport = FreePort(host_of(0));
   if (!gport.ok()) return gport.status();
   std::string gp = absl::StrCat(*gport);
   const int central_trainers = t.central_training ? 1 + t.central_workers : 0;
@@ -59,7 +67,7 @@ absl::StatusOr<std::vector<ProcessSpec>> Plan(const Topology& t) {
   }
 
   std::map<std::string, std::string> common = t.env;
-  common["DMLC_PS_GLOBAL_ROOT_URI"] = t.host;
+  common["DMLC_PS_GLOBAL_ROOT_URI"] = host_of(0);
   common["DMLC_PS_GLOBAL_ROOT_PORT"] = gp;
   common["DMLC_NUM_GLOBAL_SERVER"] = absl::StrCat(t.global_servers);
   common["DMLC_NUM_GLOBAL_WORKER"] = absl::StrCat(t.parties * t.servers_per_party);
@@ -74,11 +82,13 @@ absl::StatusOr<std::vector<ProcessSpec>> Plan(const Topology& t) {
 
   add("global_scheduler", "central", {{"DMLC_ROLE_GLOBAL", "global_scheduler"}});
 
-  auto party = [&](const std::string& name, int servers, int workers, bool central) {
-    auto port = FreePort(t.host);
+  auto party = [&](const std::string& name, int index, int servers, int workers, bool central) {
+    const std::string host = host_of(index);
+    auto port = FreePort(host);
     if (!port.ok()) return port.status();
     std::map<std::string, std::string> local = {
-        {"DMLC_PS_ROOT_URI", t.host},
+        {"DMLC_PS_ROOT_URI", host},
+        {"DMLC_NODE_HOST", host},
         {"DMLC_PS_ROOT_PORT", absl::StrCat(*port)},
         {"DMLC_NUM_SERVER", absl::StrCat(servers)},
         {"DMLC_NUM_WORKER", absl::StrCat(workers)},
@@ -108,11 +118,15 @@ absl::StatusOr<std::vector<ProcessSpec>> Plan(const Topology& t) {
     }
     return absl::OkStatus();
   };
-  if (auto s = party("central", t.global_servers, 1 + t.central_workers, true); !s.ok()) return s;
+  if (auto s = party("central", 0, t.global_servers, 1 + t.central_workers, true); !s.ok()) {
+    return s;
+  }
   for (int p = 0; p < t.parties; ++p) {
     std::string name(1, static_cast<char>('A' + p % 26));
     if (p >= 26) name += absl::StrCat(p / 26);
-    if (auto s = party(name, t.servers_per_party, t.workers_per_party, false); !s.ok()) return s;
+    if (auto s = party(name, p + 1, t.servers_per_party, t.workers_per_party, false); !s.ok()) {
+      return s;
+    }
   }
   return out;
 }

@@ -25,6 +25,10 @@ struct Topology {
                                // besides the master (enables central work)
   bool central_training = false;  // DMLC_ENABLE_CENTRAL_WORKER=1
   std::string host = "127.0.0.1";
+  // One address per party (central first), e.g. the WAN lab's
+  // LAB_PARTY_i_ADDRS: every process of party i listens, and dials, there.
+  // Empty: everyone on `host`.
+  std::vector<std::string> party_hosts;
   // Extra variables for every process (GEOPS_*, PS_VERBOSE, ...).
   std::map<std::string, std::string> env;
 };
