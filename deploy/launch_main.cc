@@ -1,6 +1,9 @@
 // geops-launch: runs a whole GeoMX-shaped topology on this machine and
 // prints what moved and whether every worker saw the exact global result.
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <csignal>
 #include <cstdio>
@@ -144,6 +147,11 @@ int main(int argc, char** argv) {
       return 1;
     }
     log_dir = tmpl;
+  }
+  if (mkdir(log_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    std::fprintf(stderr, "geops-launch: cannot create --log-dir %s: %s\n", log_dir.c_str(),
+                 std::strerror(errno));
+    return 2;
   }
   run.log_dir = log_dir;
 
