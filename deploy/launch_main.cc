@@ -44,6 +44,8 @@ summary. Ctrl-C, or any process failing, stops all of them.
   --keyfile FILE        CURVE on every tcp tier with this cluster key
                         (GEOPS_GLOBAL_KEYFILE and GEOPS_LOCAL_KEYFILE; make
                         one with geops --gen-keyfile FILE)
+  --env NAME=VALUE      set a variable for every process (repeatable), e.g.
+                        --env GEOPS_GLOBAL_HEARTBEAT_TIMEOUT=60
   --verbose N           PS_VERBOSE for every process (default 0)
   --heartbeat-timeout S PS_HEARTBEAT_TIMEOUT (default 15)
   --timeout S           give up after S seconds (default 600)
@@ -123,6 +125,14 @@ int main(int argc, char** argv) {
       t.party_hosts = absl::StrSplit(value(), ',', absl::SkipEmpty());
     } else if (a == "--keyfile") {
       t.env["GEOPS_GLOBAL_KEYFILE"] = t.env["GEOPS_LOCAL_KEYFILE"] = value();
+    } else if (a == "--env") {
+      std::string kv = value();
+      size_t eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        std::fprintf(stderr, "geops-launch: --env \"%s\": expected NAME=VALUE\n", kv.c_str());
+        return 2;
+      }
+      t.env[kv.substr(0, eq)] = kv.substr(eq + 1);
     } else if (a == "--verbose") {
       t.env["PS_VERBOSE"] = value();
     } else if (a == "--heartbeat-timeout") {

@@ -141,17 +141,10 @@ TEST_CASE("a worker killed mid-run stops the cluster with a clear error, no hang
   t.env["GEOPS_PROGRESS"] = "1";
   auto plan = Plan(t);
   REQUIRE(plan.ok());
-  RunOptions o;
-  o.binary = GEOPS_BINARY;
-  o.log_dir = TempDir();
-  o.stop_on_failure = false;  // the survivors must stop by themselves
-  o.timeout = absl::Seconds(90);
-  Cluster c(o);
-  REQUIRE(c.Start(*plan).ok());
-  REQUIRE(c.WaitForOutput("A.worker0", "round 5/", absl::Seconds(60)));
+  auto c = StartUntilRound(*plan, "A.worker0", 5);
   absl::Time killed = absl::Now();
-  REQUIRE(c.Kill("A.worker1", SIGKILL).ok());
-  auto results = c.Wait();
+  REQUIRE(c->Kill("A.worker1", SIGKILL).ok());
+  auto results = c->Wait();
   absl::Duration took = absl::Now() - killed;
   INFO("cluster stopped " << absl::FormatDuration(took) << " after the kill");
   REQUIRE(took < absl::Seconds(30));

@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -92,6 +93,21 @@ inline void RunExact(Topology t, int trainers,
   REQUIRE(out.summary.malformed == 0);
   if (zero_copy) REQUIRE(out.summary.copied_bytes == 0);
   REQUIRE(out.summary.bytes_by_tier["global"] > 0);
+}
+
+// Starts `plan` with no process stopping the others and returns once
+// `watch` has printed "round N/" (the cluster is mid-training).
+inline std::unique_ptr<Cluster> StartUntilRound(const std::vector<ProcessSpec>& plan,
+                                                const std::string& watch, int round) {
+  RunOptions o;
+  o.binary = GEOPS_BINARY;
+  o.log_dir = TempDir();
+  o.stop_on_failure = false;  // the survivors must stop by themselves
+  o.timeout = absl::Seconds(90);
+  auto c = std::make_unique<Cluster>(o);
+  REQUIRE(c->Start(plan).ok());
+  REQUIRE(c->WaitForOutput(watch, absl::StrCat("round ", round, "/"), absl::Seconds(60)));
+  return c;
 }
 
 inline Topology Base(int rounds, std::string sizes) {

@@ -388,16 +388,9 @@ TEST_CASE("a dead party server is named by its party and role everywhere", "[clu
   t.env["GEOPS_PROGRESS"] = "1";
   auto plan = Plan(t);
   REQUIRE(plan.ok());
-  RunOptions o;
-  o.binary = GEOPS_BINARY;
-  o.log_dir = TempDir();
-  o.stop_on_failure = false;
-  o.timeout = absl::Seconds(90);
-  Cluster c(o);
-  REQUIRE(c.Start(*plan).ok());
-  REQUIRE(c.WaitForOutput("A.worker0", "round 3/", absl::Seconds(60)));
-  REQUIRE(c.Kill("A.server0", SIGKILL).ok());
-  auto results = c.Wait();
+  auto c = StartUntilRound(*plan, "A.worker0", 3);
+  REQUIRE(c->Kill("A.server0", SIGKILL).ok());
+  auto results = c->Wait();
   // Party B's processes learn of it through the global tier: the message
   // they log must say which party's server died, not "worker rank 0".
   std::string b_log = ReadFile(results[0].stderr_path);  // global scheduler
@@ -417,18 +410,11 @@ TEST_CASE("a process paused longer than the heartbeat timeout does not blame its
   t.env["GEOPS_PROGRESS"] = "1";
   auto plan = Plan(t);
   REQUIRE(plan.ok());
-  RunOptions o;
-  o.binary = GEOPS_BINARY;
-  o.log_dir = TempDir();
-  o.stop_on_failure = false;
-  o.timeout = absl::Seconds(90);
-  Cluster c(o);
-  REQUIRE(c.Start(*plan).ok());
-  REQUIRE(c.WaitForOutput("A.worker0", "round 3/", absl::Seconds(60)));
-  REQUIRE(c.Kill("A.worker1", SIGSTOP).ok());
+  auto c = StartUntilRound(*plan, "A.worker0", 3);
+  REQUIRE(c->Kill("A.worker1", SIGSTOP).ok());
   std::this_thread::sleep_for(std::chrono::seconds(5));
-  REQUIRE(c.Kill("A.worker1", SIGCONT).ok());
-  auto results = c.Wait();
+  REQUIRE(c->Kill("A.worker1", SIGCONT).ok());
+  auto results = c->Wait();
   for (const auto& r : results) {
     if (r.name != "A.worker1") continue;
     std::string log = ReadFile(r.stderr_path);

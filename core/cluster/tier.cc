@@ -283,6 +283,13 @@ bool Tier::BindOriginLocked(int id, uint64_t origin) {
   return fresh || it->second == origin;
 }
 
+bool Tier::SpeaksOnItsConnectionLocked(const Message& msg) {
+  if (BindOriginLocked(msg.header.sender, msg.origin)) return true;
+  Reject(msg, absl::StrCat("it claims to be ", Describe(msg.header.sender),
+                           " but came on another connection"));
+  return false;
+}
+
 bool Tier::AcceptedAsNodeLocked(const Message& msg) {
   const Header& h = msg.header;
   switch (h.command) {
@@ -325,12 +332,7 @@ bool Tier::AcceptedAsNodeLocked(const Message& msg) {
           return false;
         }
       }
-      if (!BindOriginLocked(h.sender, msg.origin)) {
-        Reject(msg, absl::StrCat("it claims to be ", Describe(h.sender),
-                                 " but came on another connection"));
-        return false;
-      }
-      return true;
+      return SpeaksOnItsConnectionLocked(msg);
     }
     default:
       Reject(msg, "not a command a node accepts");
@@ -473,10 +475,12 @@ void Tier::HeartbeatLoop() {
     absl::Duration silent =
         absl::Now() - absl::FromUnixNanos(last_heard_scheduler_ns_.load(std::memory_order_relaxed));
     if (silent > options_.heartbeat_timeout) {
-      FailLocked(absl::StrFormat("the %s scheduler at %s:%d has been silent for %s: it died or "
-                                 "is unreachable",
+      // Name both ends: on a WAN the cause is as often the link as the peer.
+      FailLocked(absl::StrFormat("the %s scheduler at %s:%d has been silent for %s: it died, or "
+                                 "the link from party %s to it is down",
                                  options_.label, options_.cluster.scheduler_addr,
-                                 options_.cluster.scheduler_port, absl::FormatDuration(silent)),
+                                 options_.cluster.scheduler_port, absl::FormatDuration(silent),
+                                 options_.self.party_name),
                  false);
       break;
     }
@@ -642,12 +646,7 @@ bool Tier::AcceptedAsSchedulerLocked(const Message& msg) {
         Reject(msg, "the sender is not in the node table");
         return false;
       }
-      if (!BindOriginLocked(h.sender, msg.origin)) {
-        Reject(msg, absl::StrCat("it claims to be ", Describe(h.sender),
-                                 " but came on another connection"));
-        return false;
-      }
-      return true;
+      return SpeaksOnItsConnectionLocked(msg);
     }
     default:
       Reject(msg, "not a command a scheduler accepts");
@@ -937,9 +936,15 @@ void Tier::SchedulerTick() {
     if (!IsLive(n)) continue;
     absl::Duration silent = now - last_seen_[n.id];
     if (silent > options_.heartbeat_timeout) {
-      FailLocked(absl::StrFormat("%s has been silent for %s (PS_HEARTBEAT_TIMEOUT): it died or "
-                                 "is unreachable",
-                                 Describe(n.id), absl::FormatDuration(silent)),
+      FailLocked(absl::StrFormat("%s has been silent for %s (%s): it died or is unreachable%s",
+                                 Describe(n.id), absl::FormatDuration(silent),
+                                 options_.name == "global" ? "GEOPS_GLOBAL_HEARTBEAT_TIMEOUT"
+                                                           : "PS_HEARTBEAT_TIMEOUT",
+                                 options_.name == "global" && !n.party_name.empty()
+                                     ? absl::StrFormat(" (the link between party %s and the "
+                                                       "central party may be down)",
+                                                       n.party_name)
+                                     : ""),
                  true);
       return;
     }

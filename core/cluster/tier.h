@@ -133,6 +133,8 @@ class Tier {
   bool AcceptedAsNodeLocked(const Message& msg);
   bool AcceptedAsSchedulerLocked(const Message& msg);
   bool BindOriginLocked(int id, uint64_t origin);
+  // The sender id is bound to the connection `msg` came on (else rejected).
+  bool SpeaksOnItsConnectionLocked(const Message& msg);
   void Reject(const Message& msg, const std::string& why);
   void RegisterLocked(Message&& msg);
   std::string CheckRegistrationLocked(const NodeInfo& n) const;
