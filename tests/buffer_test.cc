@@ -31,7 +31,7 @@ TEST_CASE("Buffer::Slice clamps to the end instead of reading past it") {
   REQUIRE(b.Slice(10, 0).size() == 0);
 }
 
-TEST_CASE("Buffer::Allocate is zeroed and 64-byte aligned; CopyOf copies") {
+TEST_CASE("Buffer::Allocate is zeroed and 64-byte aligned, and CopyOf copies") {
   Buffer b = Buffer::Allocate(1000);
   REQUIRE(reinterpret_cast<uintptr_t>(b.data()) % 64 == 0);
   for (size_t i = 0; i < b.size(); ++i) REQUIRE(b.data()[i] == std::byte{0});

@@ -179,7 +179,7 @@ TEST_CASE("rdma: a peer that disconnects mid-transfer is reported, not fatal", "
   REQUIRE(std::string(s.message()).find("node 2") != std::string::npos);
 }
 
-TEST_CASE("rdma: connections must carry the tier's secret; a stranger is refused at once",
+TEST_CASE("rdma: connections must carry the tier's secret, and a stranger is refused at once",
           "[rdma]") {
   auto ips = testing::RdmaIps();
   RdmaOptions with;

@@ -180,7 +180,7 @@ TEST_CASE("with DMLC_ENABLE_CENTRAL_WORKER=0 the central workers' pushes are ign
   RunExact(t, 5);
 }
 
-TEST_CASE("forged aborts and pushes from strangers are rejected; training stays exact",
+TEST_CASE("forged aborts and pushes from strangers are rejected and training stays exact",
           "[cluster][trust]") {
   Topology t = Base(60, "20000,3");
   auto plan = Plan(t);
