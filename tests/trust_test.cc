@@ -499,8 +499,8 @@ TEST_CASE("a node with the wrong key, or none, is refused on both sides", "[clus
   std::string dir = TempDir();
   Topology t = Base(3, "100");
   t.env["GEOPS_GLOBAL_KEYFILE"] = NewKeyFile(dir, "global.key");
-  t.env["GEOPS_STARTUP_TIMEOUT"] = "15";
-  t.env["GEOPS_CONNECT_TIMEOUT"] = "8";
+  t.env["GEOPS_STARTUP_TIMEOUT"] = "8";
+  t.env["GEOPS_CONNECT_TIMEOUT"] = "6";
   auto plan = Plan(t);
   REQUIRE(plan.ok());
   bool wrong_key = GENERATE(true, false);
