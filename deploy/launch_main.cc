@@ -46,6 +46,8 @@ summary. Ctrl-C, or any process failing, stops all of them.
                         one with geops --gen-keyfile FILE)
   --env NAME=VALUE      set a variable for every process (repeatable), e.g.
                         --env GEOPS_GLOBAL_HEARTBEAT_TIMEOUT=60
+  --keep-going          let every process end by itself when one fails
+                        (default: stop them all), to see what each detects
   --verbose N           PS_VERBOSE for every process (default 0)
   --heartbeat-timeout S PS_HEARTBEAT_TIMEOUT (default 15)
   --timeout S           give up after S seconds (default 600)
@@ -125,6 +127,8 @@ int main(int argc, char** argv) {
       t.party_hosts = absl::StrSplit(value(), ',', absl::SkipEmpty());
     } else if (a == "--keyfile") {
       t.env["GEOPS_GLOBAL_KEYFILE"] = t.env["GEOPS_LOCAL_KEYFILE"] = value();
+    } else if (a == "--keep-going") {
+      run.stop_on_failure = false;
     } else if (a == "--env") {
       std::string kv = value();
       size_t eq = kv.find('=');
