@@ -101,8 +101,19 @@ void Aggregator::HandleLocked(KVRequest&& req) {
       via->RespondError(req, "a push must be for round 1 or later (round 0 is the initial value)");
       return;
     }
+    // Who pushed: the same node id can exist in both tiers of a global server.
+    const uint64_t contributor =
+        (static_cast<uint64_t>(via->tier().name() == "global" ? 2 : 1) << 32) |
+        static_cast<uint32_t>(req.sender);
     for (size_t i = 0; counts && i < req.keys.size(); ++i) {
-      auto total = table_.Add(req.keys[i], req.round, req.dtype, req.values[i]);
+      auto total = table_.Add(req.keys[i], req.round, req.dtype, req.values[i], contributor);
+      if (absl::IsAlreadyExists(total.status()) || IsResentAfterClose(req.keys[i], req, total)) {
+        // A resent request (its first copy was counted, or the round it
+        // belongs to has closed since): nothing to add, and its pull half is
+        // answered as usual.
+        ++stats_.duplicates;
+        continue;
+      }
       if (!total.ok()) {
         via->RespondError(req, std::string(total.status().message()));
         return;
@@ -140,6 +151,15 @@ void Aggregator::HandleLocked(KVRequest&& req) {
   if (parked->outstanding == 0) {
     parked->req.via->Respond(parked->req, std::move(parked->values), parked->dtype);
   }
+}
+
+bool Aggregator::IsResentAfterClose(Key key, const KVRequest& req,
+                                    const absl::StatusOr<std::optional<Buffer>>& added) const {
+  if (!absl::IsFailedPrecondition(added.status())) return false;
+  // Rounds advance only when every contributor's push arrived, so a push
+  // for the latest published round is this round's, seen again.
+  auto latest = table_.Latest(key);
+  return latest && latest->round == req.round;
 }
 
 void Aggregator::Complete(Key key, uint64_t round, DType dtype, Buffer total) {

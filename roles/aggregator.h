@@ -43,6 +43,7 @@ class Aggregator {
   struct Stats {
     uint64_t rounds_completed = 0;  // (key, round) pairs closed here
     uint64_t bytes_aggregated = 0;
+    uint64_t duplicates = 0;  // resent pushes recognised and not counted
   };
   Stats stats() const;
 
@@ -55,6 +56,8 @@ class Aggregator {
   };
 
   void HandleLocked(KVRequest&& req);
+  bool IsResentAfterClose(Key key, const KVRequest& req,
+                          const absl::StatusOr<std::optional<Buffer>>& added) const;
   void Complete(Key key, uint64_t round, DType dtype, Buffer total);
   void Publish(Key key, uint64_t round, DType dtype, Buffer result);
   void Fetch(Key key, uint64_t round, DType dtype);

@@ -171,8 +171,10 @@ absl::Status RunServer(const Config& c) {
   if (status.ok() && global) status = global->Finalize();
   if (status.ok()) status = local->Finalize();
   auto st = agg->stats();
-  log::Info("server done: %d key-rounds aggregated, %d bytes summed", st.rounds_completed,
-            st.bytes_aggregated);
+  log::Info("server done: %d key-rounds aggregated, %d bytes summed, %d duplicate pushes "
+            "ignored, %d requests resent upstream",
+            st.rounds_completed, st.bytes_aggregated, st.duplicates,
+            upstream ? upstream->resent() : 0);
   PrintTierStats(c, *local);
   if (global) PrintTierStats(c, *global);
   return status;

@@ -531,3 +531,49 @@ TEST_CASE("a node with the wrong key, or none, is refused on both sides", "[clus
   // Nobody else trained with it: no tier came up with the stranger in it.
   REQUIRE(scheduler.find("global tier up") == std::string::npos);
 }
+
+TEST_CASE("WAN connections reset mid-round lose nothing and count nothing twice",
+          "[cluster][trust]") {
+  if (geteuid() != 0 || std::system("ss -h > /dev/null 2>&1") != 0) {
+    WARN("skipped: needs root and ss (iproute2) to reset connections");
+    return;
+  }
+  Topology t = Base(60, "20000,3,1000000");
+  // Own loopback addresses: the resets must hit this cluster's links only.
+  t.party_hosts = {"127.0.79.1", "127.0.79.2", "127.0.79.3"};
+  t.env["PS_RESEND_TIMEOUT"] = "300";
+  t.env["GEOPS_GLOBAL_HEARTBEAT_TIMEOUT"] = "20";
+  t.env["GEOPS_PROGRESS"] = "1";
+  auto plan = Plan(t);
+  REQUIRE(plan.ok());
+  auto c = StartUntilRound(*plan, "A.worker0", 5);
+  // Reset every connection between party A and the central party, both
+  // ways, again and again while rounds are in flight.
+  int resets = 0;
+  for (int i = 0; i < 8; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    resets += std::system("ss -K src 127.0.79.2 dst 127.0.79.1 > /dev/null 2>&1") == 0;
+    resets += std::system("ss -K src 127.0.79.1 dst 127.0.79.2 > /dev/null 2>&1") == 0;
+  }
+  REQUIRE(resets > 0);
+  Outcome out;
+  out.results = c->Wait();
+  out.summary = Summarize(out.results);
+  DumpFailures(out.results);
+  for (const auto& r : out.results) {
+    INFO(r.name);
+    REQUIRE(r.exit_code == 0);
+  }
+  REQUIRE(out.summary.mismatches == 0);
+  REQUIRE(out.summary.distinct_checksums == 1);
+  REQUIRE(out.summary.workers_reporting == 4);
+  REQUIRE(out.summary.rounds == 60);
+  // The resets did cost messages, and the resend put them back.
+  std::string a_server;
+  for (const auto& r : out.results) {
+    if (r.name == "A.server0") a_server = ReadFile(r.stderr_path);
+  }
+  INFO(a_server);
+  REQUIRE(a_server.find("requests resent upstream") != std::string::npos);
+  REQUIRE(a_server.find(", 0 requests resent upstream") == std::string::npos);
+}

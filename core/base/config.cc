@@ -492,6 +492,14 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
   auto ct = GetSeconds(env, "GEOPS_CONNECT_TIMEOUT", std::min(c.connect_timeout, c.startup_timeout));
   if (!ct.ok()) return ct.status();
   c.connect_timeout = *ct;
+  if (auto v = Get(env, "PS_RESEND")) {
+    auto on = GetBool(env, "PS_RESEND");
+    if (!on.ok()) return on.status();
+    c.resend_local = c.resend_global = *on;
+  }
+  auto rt = GetInt(env, "PS_RESEND_TIMEOUT", 10, 3600 * 1000, 1000, "");
+  if (!rt.ok()) return rt.status();
+  c.resend_timeout = absl::Milliseconds(*rt);
   auto mm = GetInt(env, "GEOPS_MAX_MESSAGE_MB", 1, 16384,
                    static_cast<int>(c.max_message_bytes >> 20), "");
   if (!mm.ok()) return mm.status();
@@ -602,6 +610,12 @@ Liveness
   PS_HEARTBEAT_TIMEOUT      seconds of silence after which a peer is declared
                             dead and the cluster stops with an error naming it
                             (default 15; at least twice the interval).
+  PS_RESEND                 1: every tcp tier resends requests left unanswered
+                            for PS_RESEND_TIMEOUT, and servers drop the
+                            duplicates, so a connection reset mid-round loses
+                            and doubles nothing; 0: never. Default: the global
+                            (WAN) tier only.
+  PS_RESEND_TIMEOUT         milliseconds before a resend (default 1000).
   GEOPS_GLOBAL_HEARTBEAT_TIMEOUT  the same for the global (WAN) tier, which
                             may need longer: a link between data centres can
                             stall for seconds and recover (default: as

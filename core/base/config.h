@@ -69,6 +69,12 @@ struct Config {
   // How long a node waits for its scheduler to acknowledge registration
   // before it reports the scheduler missing (GEOPS_CONNECT_TIMEOUT).
   absl::Duration connect_timeout = absl::Seconds(30);
+  // Resend of unanswered requests (PS_RESEND, PS_RESEND_TIMEOUT): servers
+  // drop the duplicates, so a tcp connection that was reset mid-round loses
+  // nothing and counts nothing twice. Default: on for the global tier only.
+  bool resend_local = false;
+  bool resend_global = true;
+  absl::Duration resend_timeout = absl::Seconds(1);
   // Largest frame a tcp peer may send us (GEOPS_MAX_MESSAGE_MB).
   size_t max_message_bytes = size_t{256} << 20;
   // CURVE on a tcp tier: GEOPS_GLOBAL_KEYFILE / GEOPS_LOCAL_KEYFILE.

@@ -45,6 +45,9 @@ TierOptions MakeTierOptions(const Config& c, bool global, TierRole role) {
   o.heartbeat_timeout = global ? c.global_heartbeat_timeout : c.heartbeat_timeout;
   o.startup_timeout = c.startup_timeout;
   o.connect_timeout = c.connect_timeout;
+  if (o.transport.van == VanType::kTcp && (global ? c.resend_global : c.resend_local)) {
+    o.resend_after = c.resend_timeout;
+  }
   o.self.party_name = c.party;
   o.self.central_flag = c.enable_central_worker_set ? (c.enable_central_worker ? 1 : 0) : -1;
   o.self.num_all_workers = c.num_all_workers;
@@ -64,6 +67,9 @@ Tier::Tier(TierOptions options, std::unique_ptr<Transport> transport)
 Tier::~Tier() { Stop(); }
 
 void Tier::Stop() {
+  std::vector<std::function<void()>> handlers;
+  handlers.swap(stop_handlers_);
+  for (auto& h : handlers) h();
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_.store(true);

@@ -42,6 +42,9 @@ struct TierOptions {
   absl::Duration heartbeat_timeout = absl::Seconds(15);
   absl::Duration startup_timeout = absl::Seconds(300);
   absl::Duration connect_timeout = absl::Seconds(30);  // until REGISTER_ACK
+  // Clients of this tier resend unanswered requests after this long; unset:
+  // never (rdma never: a broken queue pair does not come back).
+  std::optional<absl::Duration> resend_after;
 };
 
 // The options of this process's local (global=false) or global tier, from
@@ -62,6 +65,10 @@ class Tier {
   // (within a poll slice) once after the first abort. Set both before Start().
   void set_data_handler(DataHandler h) { data_handler_ = std::move(h); }
   void add_abort_handler(AbortHandler h) { abort_handlers_.push_back(std::move(h)); }
+  // Runs first thing in Stop(), while the tier can still send: for helpers
+  // with threads of their own that call into the tier.
+  void add_stop_handler(std::function<void()> h) { stop_handlers_.push_back(std::move(h)); }
+  const std::optional<absl::Duration>& resend_after() const { return options_.resend_after; }
 
   // This node's registration record; adjust before Start().
   NodeInfo& mutable_self() { return options_.self; }
@@ -148,6 +155,7 @@ class Tier {
   std::unique_ptr<Transport> transport_;
   DataHandler data_handler_;
   std::vector<AbortHandler> abort_handlers_;
+  std::vector<std::function<void()>> stop_handlers_;
 
   int my_id_ = 0;
   int my_rank_ = -1;

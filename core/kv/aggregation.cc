@@ -1,5 +1,6 @@
 #include "core/kv/aggregation.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/status/status.h"
@@ -9,7 +10,8 @@
 namespace geops {
 
 absl::StatusOr<std::optional<Buffer>> AggregationTable::Add(Key key, uint64_t round, DType dtype,
-                                                            const Buffer& value) {
+                                                            const Buffer& value,
+                                                            uint64_t contributor) {
   KeyState& k = keys_[key];
   if (!k.shaped) {
     k.dtype = dtype;
@@ -37,6 +39,14 @@ absl::StatusOr<std::optional<Buffer>> AggregationTable::Add(Key key, uint64_t ro
         key, round, open));
   }
   Partial& p = k.partial[round];
+  if (contributor != 0) {
+    if (std::find(p.contributors.begin(), p.contributors.end(), contributor) !=
+        p.contributors.end()) {
+      return absl::AlreadyExistsError(absl::StrFormat(
+          "key %d round %d: this contributor's push is already counted", key, round));
+    }
+    p.contributors.push_back(contributor);
+  }
   if (p.count == 0) {
     p.sum = value;
   } else {

@@ -37,8 +37,12 @@ class AggregationTable {
   // are due. Rejects a dtype or size that differs from the key's first
   // value, rounds already published, and rounds more than one beyond the
   // open one (so held memory is bounded by two rounds per key).
+  //
+  // `contributor` names who pushed (0: anonymous): a second push of the
+  // same contributor to an open round is refused with AlreadyExists and
+  // counts nothing, so a resent request cannot be summed twice.
   absl::StatusOr<std::optional<Buffer>> Add(Key key, uint64_t round, DType dtype,
-                                            const Buffer& value);
+                                            const Buffer& value, uint64_t contributor = 0);
 
   // The latest result when it is from `round` or later; otherwise parks
   // `token` until Publish reaches `round`.
@@ -66,6 +70,7 @@ class AggregationTable {
   struct Partial {
     Buffer sum;
     int count = 0;
+    std::vector<uint64_t> contributors;  // at most `expected`, so a scan is cheap
   };
   struct KeyState {
     DType dtype = DType::kNone;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <thread>
 
 #include "absl/strings/str_format.h"
 #include "core/base/log.h"
@@ -14,6 +15,62 @@ KVClient::KVClient(Tier& tier) : tier_(tier) {
   tier_.add_abort_handler([this](const std::string& reason) {
     Fail(absl::AbortedError(reason));
   });
+  if (auto after = tier_.resend_after()) {
+    resender_ = std::thread([this, d = *after] { ResendLoop(d); });
+    // The resender sends through the tier: it must end before the tier does.
+    tier_.add_stop_handler([this] { StopResender(); });
+  }
+}
+
+KVClient::~KVClient() { StopResender(); }
+
+void KVClient::StopResender() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_resender_ = true;
+  }
+  cv_.notify_all();
+  if (resender_.joinable()) resender_.join();
+}
+
+absl::Status KVClient::SendTracked(int ts, Message m) {
+  if (tier_.resend_after()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = pending_.find(ts);
+    if (it != pending_.end()) {
+      it->second.sent[{m.header.recipient, m.header.round}] = {m, absl::Now(), false};
+    }
+  }
+  return tier_.Send(std::move(m));
+}
+
+void KVClient::ResendLoop(absl::Duration after) {
+  const auto tick = absl::ToChronoMilliseconds(std::max(after / 4, absl::Milliseconds(5)));
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_resender_) {
+    cv_.wait_for(lock, tick);
+    if (stop_resender_) break;
+    absl::Time now = absl::Now();
+    std::vector<Message> again;
+    for (auto& [ts, p] : pending_) {
+      if (p.completing) continue;
+      for (auto& [where, sent] : p.sent) {
+        if (sent.answered || now - sent.at < after) continue;
+        sent.at = now;
+        again.push_back(sent.msg);  // shares the Buffers: no copy of values
+      }
+    }
+    if (again.empty()) continue;
+    lock.unlock();
+    for (auto& m : again) {
+      resent_.fetch_add(1, std::memory_order_relaxed);
+      log::Verbose(1, "%s: no answer from node %d to request %d after %s; resending",
+                   tier_.label(), m.header.recipient, m.header.timestamp,
+                   absl::FormatDuration(after));
+      (void)tier_.Send(std::move(m));
+    }
+    lock.lock();
+  }
 }
 
 int KVClient::Begin(std::vector<Key> keys, Completion done, int messages) {
@@ -115,7 +172,7 @@ int KVClient::Submit(Request req, Completion done) {
       for (size_t i : g.idx) dest.push_back(req.destinations[i]);
       tier_.transport().ExpectInto(m.header.recipient, ts, std::move(dest));
     }
-    if (auto s = tier_.Send(std::move(m)); !s.ok()) {
+    if (auto s = SendTracked(ts, std::move(m)); !s.ok()) {
       std::unique_lock<std::mutex> lock(mu_);
       Pending& p = pending_[ts];
       if (p.status.ok()) p.status = s;
@@ -135,7 +192,7 @@ int KVClient::SetRule(const RuleSpec& rule, Completion done) {
     m.header.flags = msgflag::kRequest;
     m.header.timestamp = ts;
     m.segments.push_back(EncodeRule(rule));
-    if (auto st = tier_.Send(std::move(m)); !st.ok()) {
+    if (auto st = SendTracked(ts, std::move(m)); !st.ok()) {
       std::unique_lock<std::mutex> lock(mu_);
       Pending& p = pending_[ts];
       if (p.status.ok()) p.status = st;
@@ -153,12 +210,26 @@ void KVClient::OnMessage(Message&& msg) {
   }
   std::unique_lock<std::mutex> lock(mu_);
   auto it = pending_.find(h.timestamp);
+  const bool resending = tier_.resend_after().has_value();
   if (it == pending_.end() || it->second.completing) {
-    log::Warn("%s: response to unknown request %d from node %d; dropped", tier_.name(),
-              h.timestamp, h.sender);
+    if (resending) {
+      duplicates_.fetch_add(1, std::memory_order_relaxed);  // answered twice: resent
+    } else {
+      log::Warn("%s: response to unknown request %d from node %d; dropped", tier_.name(),
+                h.timestamp, h.sender);
+    }
     return;
   }
   Pending& p = it->second;
+  if (resending) {
+    auto sent = p.sent.find({h.sender, h.round});
+    if (sent == p.sent.end() || sent->second.answered) {
+      duplicates_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    sent->second.answered = true;
+    sent->second.msg = Message();  // the values may go now
+  }
   if (h.flags & msgflag::kError) {
     if (p.status.ok()) {
       p.status = absl::FailedPreconditionError(absl::StrFormat(

@@ -2,6 +2,11 @@
 // over the servers that own its keys (one message per server and round),
 // matches responses by timestamp, and completes each request once, with
 // per-key result Buffers that are views of the received frames.
+//
+// When the tier asks for it (Tier::resend_after), a thread of its own
+// resends every message still unanswered after that long, and a second
+// answer to a message is dropped: with servers that ignore duplicate
+// contributions, a connection reset mid-round loses and doubles nothing.
 #pragma once
 
 #include <atomic>
@@ -10,9 +15,11 @@
 #include <map>
 #include <mutex>
 #include <span>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "core/base/buffer.h"
 #include "core/cluster/tier.h"
 #include "core/wire/control.h"
@@ -28,6 +35,9 @@ class KVClient {
 
   // Installs itself as `tier`'s data handler; create before tier.Start().
   explicit KVClient(Tier& tier);
+  ~KVClient();
+  KVClient(const KVClient&) = delete;
+  KVClient& operator=(const KVClient&) = delete;
 
   struct Request {
     std::span<const Key> keys;        // strictly increasing
@@ -66,8 +76,18 @@ class KVClient {
   void Fail(const absl::Status& status);
 
   Tier& tier() { return tier_; }
+  // Messages sent again because no answer came in time, and answers that
+  // came twice (dropped).
+  uint64_t resent() const { return resent_.load(); }
+  uint64_t duplicate_answers() const { return duplicates_.load(); }
 
  private:
+  // One message of a request, kept for a resend until it is answered.
+  struct Sent {
+    Message msg;
+    absl::Time at;
+    bool answered = false;
+  };
   struct Pending {
     int outstanding = 0;
     absl::Status status;
@@ -79,9 +99,15 @@ class KVClient {
     Completion done;
     bool completing = false;  // the completion is running or has run
     bool finished = false;    // Wait() may return
+    // By (server id, round): every message of the request (resend only).
+    std::map<std::pair<int, uint64_t>, Sent> sent;
   };
 
   void OnMessage(Message&& msg);
+  // Sends `m` for request `ts`, keeping a copy when resends are on.
+  absl::Status SendTracked(int ts, Message m);
+  void ResendLoop(absl::Duration after);
+  void StopResender();
   int Begin(std::vector<Key> keys, Completion done, int messages);
   void Finish(int ts, std::unique_lock<std::mutex>& lock);
 
@@ -92,6 +118,10 @@ class KVClient {
   int next_ts_ = 1;  // wraps before INT32_MAX, skipping ids still pending
   absl::Status failed_;
   std::atomic<uint64_t> bytes_copied_{0};
+  std::atomic<uint64_t> resent_{0};
+  std::atomic<uint64_t> duplicates_{0};
+  bool stop_resender_ = false;  // guarded by mu_
+  std::thread resender_;
 };
 
 }  // namespace geops

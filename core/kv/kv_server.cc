@@ -83,6 +83,7 @@ void KVServer::RespondError(const KVRequest& req, const std::string& text) {
   m.header.command = Command::kData;
   m.header.recipient = req.sender;
   m.header.timestamp = req.timestamp;
+  m.header.round = req.round;  // with the sender, names the message it answers
   m.header.flags = msgflag::kError;
   m.segments.push_back(EncodeText(text));
   if (auto s = tier_.Send(std::move(m)); !s.ok()) {
