@@ -21,6 +21,9 @@ uint32_t GroupOf(TierRole r) {
 
 constexpr absl::Duration kPollSlice = absl::Milliseconds(100);
 constexpr size_t kMaxEarlyMessages = 65536;
+// Bytes of such messages: a stranger cannot make us hold more before the
+// table arrives (after it, unknown senders are rejected outright).
+constexpr size_t kMaxEarlyBytes = size_t{512} << 20;
 
 }  // namespace
 
@@ -400,6 +403,7 @@ void Tier::HandleAsNode(Message&& msg) {
         }
         table_ready_ = true;
         early.swap(early_data_);
+        early_bytes_ = 0;
       }
       cv_.notify_all();
       for (auto& m : early) {
@@ -444,12 +448,14 @@ void Tier::HandleAsNode(Message&& msg) {
         if (!table_ready_) {
           // Peers that got the table first may already talk to us; keep a
           // bounded number of their messages for when ours arrives.
-          if (early_data_.size() >= kMaxEarlyMessages) {
-            log::Warn("%s: dropped %s: it arrived before the node table and %d others are "
-                      "already waiting",
-                      options_.label, msg.DebugString(), early_data_.size());
+          if (early_data_.size() >= kMaxEarlyMessages ||
+              early_bytes_ + msg.payload_bytes() > kMaxEarlyBytes) {
+            Reject(msg, absl::StrFormat("it arrived before the node table and %d messages (%d "
+                                        "bytes) are already waiting",
+                                        early_data_.size(), early_bytes_));
             break;
           }
+          early_bytes_ += msg.payload_bytes();
           early_data_.push_back(std::move(msg));
           break;
         }

@@ -174,6 +174,7 @@ class Tier {
   bool abort_notified_ = false;
   uint64_t barrier_generation_ = 0;
   std::vector<Message> early_data_;  // data that beat the node table here
+  size_t early_bytes_ = 0;           // their payload
 
   // Scheduler state.
   struct Pending {
