@@ -28,14 +28,6 @@ jobs=$(nproc)
 # uninstrumented program against the instrumented library).
 exclude_labels='rdma|vm'
 exclude_tests='^install_and_find_package$'
-# TEMPORARY, a known bug that the sanitizers' timing exposes (about 1 run in
-# 8 under ASan, most runs of the second test under TSan): KVClient::SetRule
-# (core/kv/kv_client.cc) does not finish a request begun after the client
-# failed, unlike Submit, so a master worker whose tier aborted just after
-# Start() waits forever in Wait(SetRule()) (roles/trainer.cc:73) until the
-# launcher kills it. Remove both once fixed.
-exclude_tests+='|^a scheduler that cannot start stops every process within the connect timeout$'
-exclude_tests+='|^an inconsistent DMLC_NUM_ALL_WORKER is refused, naming the variable$'
 
 elapsed() { echo "$(($(date +%s) - $1))s"; }
 

@@ -185,6 +185,18 @@ int KVClient::Submit(Request req, Completion done) {
 int KVClient::SetRule(const RuleSpec& rule, Completion done) {
   std::vector<NodeInfo> servers = tier_.Members(TierRole::kServer);
   int ts = Begin({}, std::move(done), static_cast<int>(servers.size()));
+  {
+    // As in Submit: a client that already failed (its tier aborted), or a
+    // tier without servers, answers at once instead of never.
+    std::unique_lock<std::mutex> lock(mu_);
+    Pending& p = pending_[ts];
+    if (!failed_.ok() || servers.empty()) {
+      if (p.status.ok()) p.status = absl::FailedPreconditionError("no servers in the tier");
+      p.outstanding = 0;
+      Finish(ts, lock);
+      return ts;
+    }
+  }
   for (const auto& s : servers) {
     Message m;
     m.header.command = Command::kSetRule;
