@@ -3,6 +3,8 @@
 # ctest (GEOPS_CHECKS=0 skips it there). Each stage builds into its own
 # directory and fails on any finding:
 #   asan  the host test suite built with ASan + UBSan (gcc)    build-asan
+#         and the RDMA suite, on SoftRoCE in the throw-away VM
+#         of tests/rdma_in_vm.sh when that tool is there
 #   tsan  the host test suite built with TSan (gcc)            build-tsan
 #   fuzz  libFuzzer on every codec parser for
 #         GEOPS_FUZZ_SECONDS (default 60) (clang)              build-fuzz
@@ -71,17 +73,38 @@ run_suite() {
 }
 
 stage_asan() {
-  local t0 dir=build-asan reports rc=0
+  local t0 dir=build-asan reports rc=0 rdma=0 asan ubsan
+  local vm=${GEOPS_SOFTROCE_VM:-$root/../shared/tools/softroce-vm/run-in-softroce-vm.sh}
   t0=$(date +%s)
   targets=(geops_tests geops-bin)
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGEOPS_SANITIZE=address >/dev/null
+  # (grep without -q: an early exit would fail the pipe under pipefail)
+  if cmake --build "$dir" --target help | grep -w geops_rdma_tests >/dev/null && [ -x "$vm" ]; then
+    rdma=1
+    targets+=(geops_rdma_tests)
+  fi
   build "$dir" -DGEOPS_SANITIZE=address
   echo "checks[asan]: built in $(elapsed "$t0")"
   reports=$root/$dir/sanitizer-reports
+  asan="halt_on_error=1:exitcode=66:log_path=$reports/report:detect_leaks=1:detect_stack_use_after_return=1"
+  ubsan="halt_on_error=1:exitcode=66:print_stacktrace=1"
   t0=$(date +%s)
-  ASAN_OPTIONS="halt_on_error=1:exitcode=66:log_path=$reports/report:detect_leaks=1:detect_stack_use_after_return=1:check_initialization_order=1:strict_string_checks=1" \
-    UBSAN_OPTIONS="halt_on_error=1:exitcode=66:print_stacktrace=1" \
+  ASAN_OPTIONS="$asan:check_initialization_order=1:strict_string_checks=1" UBSAN_OPTIONS="$ubsan" \
     run_suite asan "$dir" "$reports" || rc=$?
   echo "checks[asan]: tests ran in $(elapsed "$t0")"
+  if ((rdma == 0)); then
+    echo "checks[asan]: RDMA suite skipped: no rdma build or no SoftRoCE VM tool at $vm"
+    return $rc
+  fi
+  # The VM sees the host's files; its working directory (the build) is
+  # writable, so the reports land in the same place. Its processes' own
+  # logs stay in the VM: a UBSan finding there fails through exit code 66.
+  t0=$(date +%s)
+  rm -rf "$reports" && mkdir -p "$reports"
+  (cd "$dir" && "$vm" -m 3G -t 900 -e "ASAN_OPTIONS=$asan" -e "UBSAN_OPTIONS=$ubsan" \
+    './tests/geops_rdma_tests "[rdma]"') || rc=$?
+  check_reports asan "$dir" "$reports" "$dir/stage-start" || rc=1
+  echo "checks[asan]: RDMA suite ran in the SoftRoCE VM in $(elapsed "$t0")"
   return $rc
 }
 
