@@ -128,10 +128,15 @@ bool AnyLogHas(const std::vector<ProcessResult>& results, const std::string& tex
 // the test's bound.
 // The master worker may have finished its only job (initialising) first.
 void RequireAllFailed(const std::vector<ProcessResult>& results) {
+  std::string all;  // every log, for whichever process misbehaves
   for (const auto& r : results) {
-    INFO(r.name << " exit=" << r.exit_code << " signal=" << r.signal << " after "
-                << absl::FormatDuration(r.ran) << "\n"
-                << ReadFile(r.stderr_path));
+    all += r.name + " exit=" + std::to_string(r.exit_code) + " signal=" +
+           std::to_string(r.signal) + " after " + absl::FormatDuration(r.ran) + "\n" +
+           ReadFile(r.stderr_path);
+  }
+  INFO(all);
+  for (const auto& r : results) {
+    INFO(r.name << " exit=" << r.exit_code << " signal=" << r.signal);
     REQUIRE(r.signal == 0);
     if (r.name != "central.master_worker") REQUIRE(r.exit_code != 0);
   }
@@ -327,6 +332,7 @@ TEST_CASE("a second master worker is refused at registration, naming the variabl
   Topology t = Base(3, "100");
   t.central_workers = 1;
   t.env["GEOPS_STARTUP_TIMEOUT"] = "120";
+  t.env["GEOPS_CONNECT_TIMEOUT"] = "5";
   auto plan = Plan(t);
   REQUIRE(plan.ok());
   Find(*plan, "central.worker1").env["DMLC_ROLE_MASTER_WORKER"] = "1";
@@ -346,6 +352,7 @@ TEST_CASE("an inconsistent DMLC_NUM_ALL_WORKER is refused, naming the variable",
           "[cluster][trust]") {
   Topology t = Base(3, "100");
   t.env["GEOPS_STARTUP_TIMEOUT"] = "120";
+  t.env["GEOPS_CONNECT_TIMEOUT"] = "5";
   auto plan = Plan(t);
   REQUIRE(plan.ok());
   SECTION("inside one party") {

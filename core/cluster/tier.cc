@@ -214,16 +214,39 @@ absl::Status Tier::Start() {
     health_ = absl::UnavailableError(why);
     return health_;
   }
-  bool ready = cv_.wait_for(lock, absl::ToChronoMilliseconds(options_.startup_timeout), [&] {
-    return table_ready_ || !health_.ok();
-  });
-  if (!health_.ok()) return health_;
-  if (!ready) {
-    return absl::DeadlineExceededError(absl::StrFormat(
-        "%s tier: no node table from the scheduler at %s:%d after %s (it waits for %d servers "
-        "and %d workers: are the counts right?)",
-        options_.label, c.scheduler_addr, c.scheduler_port,
-        absl::FormatDuration(options_.startup_timeout), c.num_servers, c.num_workers));
+  // Waiting for the table, check every connect_timeout that the scheduler
+  // still holds our registration (it answers a repeat with another ack): a
+  // scheduler that died, or whose abort was lost, then costs that long, not
+  // the whole start-up timeout.
+  const absl::Time table_deadline = absl::Now() + options_.startup_timeout;
+  for (;;) {
+    absl::Time check_at = std::min(table_deadline, absl::Now() + options_.connect_timeout);
+    cv_.wait_for(lock, absl::ToChronoMilliseconds(check_at - absl::Now()),
+                 [&] { return table_ready_ || !health_.ok(); });
+    if (!health_.ok()) return health_;
+    if (table_ready_) break;
+    if (absl::Now() >= table_deadline) {
+      return absl::DeadlineExceededError(absl::StrFormat(
+          "%s tier: no node table from the scheduler at %s:%d after %s (it waits for %d servers "
+          "and %d workers: are the counts right?)",
+          options_.label, c.scheduler_addr, c.scheduler_port,
+          absl::FormatDuration(options_.startup_timeout), c.num_servers, c.num_workers));
+    }
+    registered_ = false;
+    lock.unlock();
+    (void)transport_->Send(reg);
+    lock.lock();
+    bool still = cv_.wait_for(lock, absl::ToChronoMilliseconds(options_.connect_timeout), [&] {
+      return registered_ || table_ready_ || !health_.ok();
+    });
+    if (!health_.ok()) return health_;
+    if (!still) {
+      health_ = absl::UnavailableError(absl::StrFormat(
+          "%s tier: the scheduler at %s:%d stopped answering while we waited for the node table "
+          "(it died, or the network to it is down)",
+          options_.label, c.scheduler_addr, c.scheduler_port));
+      return health_;
+    }
   }
   lock.unlock();
   heartbeat_ = std::thread([this] { HeartbeatLoop(); });
@@ -710,7 +733,17 @@ void Tier::RegisterLocked(Message&& msg) {
     return;
   }
   for (const auto& p : pending_) {
-    if (msg.origin != 0 && p.origin == msg.origin) return;  // a repeat
+    // A repeat: the node checks that we still hold its registration.
+    if (msg.origin != 0 && p.origin == msg.origin) {
+      SendControl(p.temp_id, health_.ok() ? Command::kRegisterAck : Command::kAbort,
+                  health_.ok() ? Buffer() : EncodeText(std::string(health_.message())));
+      return;
+    }
+  }
+  if (table_ready_) {
+    for (const auto& [id, origin] : origin_of_) {
+      if (msg.origin != 0 && origin == msg.origin) return;  // its table is on the way
+    }
   }
   if (!health_.ok()) {
     // Too late: the tier has already stopped. Say why.
