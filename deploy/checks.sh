@@ -30,6 +30,10 @@ jobs=$(nproc)
 # uninstrumented program against the instrumented library).
 exclude_labels='rdma|vm'
 exclude_tests='^install_and_find_package$'
+# Too slow under TSan on 2 cores (150 rounds of a 1 MB key while links are
+# reset: past its 90 s bound, busy all along, no report); it runs in the
+# plain and ASan suites.
+exclude_tsan='|^WAN connections reset mid-round lose nothing and count nothing twice$'
 
 elapsed() { echo "$(($(date +%s) - $1))s"; }
 
@@ -64,10 +68,11 @@ build() {
 # Runs the host suite of build $2 with the sanitizer options in the
 # environment; reports go to $3, which is emptied first.
 run_suite() {
-  local stage=$1 dir=$2 reports=$3 start=$2/stage-start rc=0
+  local stage=$1 dir=$2 reports=$3 start=$2/stage-start rc=0 exclude=$exclude_tests
+  [ "$stage" = tsan ] && exclude+=$exclude_tsan
   rm -rf "$reports" && mkdir -p "$reports" && touch "$start"
   (cd "$dir" && ctest --output-on-failure --timeout 600 --no-tests=error \
-    -LE "$exclude_labels" -E "$exclude_tests") || rc=$?
+    -LE "$exclude_labels" -E "$exclude") || rc=$?
   check_reports "$stage" "$dir" "$reports" "$start" || rc=1
   return $rc
 }
