@@ -98,12 +98,13 @@ inline void RunExact(Topology t, int trainers,
 // Starts `plan` with no process stopping the others and returns once
 // `watch` has printed "round N/" (the cluster is mid-training).
 inline std::unique_ptr<Cluster> StartUntilRound(const std::vector<ProcessSpec>& plan,
-                                                const std::string& watch, int round) {
+                                                const std::string& watch, int round,
+                                                absl::Duration timeout = absl::Seconds(90)) {
   RunOptions o;
   o.binary = GEOPS_BINARY;
   o.log_dir = TempDir();
   o.stop_on_failure = false;  // the survivors must stop by themselves
-  o.timeout = absl::Seconds(90);
+  o.timeout = timeout;
   auto c = std::make_unique<Cluster>(o);
   REQUIRE(c->Start(plan).ok());
   REQUIRE(c->WaitForOutput(watch, absl::StrCat("round ", round, "/"), absl::Seconds(60)));
