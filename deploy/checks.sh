@@ -30,10 +30,9 @@ jobs=$(nproc)
 # uninstrumented program against the instrumented library).
 exclude_labels='rdma|vm'
 exclude_tests='^install_and_find_package$'
-# Too slow under TSan on 2 cores (150 rounds of a 1 MB key while links are
-# reset: past its 90 s bound, busy all along, no report); it runs in the
-# plain and ASan suites.
-exclude_tsan='|^WAN connections reset mid-round lose nothing and count nothing twice$'
+# Tests too slow for TSan's pace on 2 cores go here ('|^name$' each). None
+# now: the WAN reset test was lightened and given room (35 s under TSan).
+exclude_tsan=''
 
 elapsed() { echo "$(($(date +%s) - $1))s"; }
 
