@@ -441,14 +441,21 @@ std::string NewKeyFile(const std::string& dir, const std::string& name) {
 }
 
 // Captures loopback traffic while `body` runs; returns the raw capture.
+// The capture stops on every way out, a failed REQUIRE included: a
+// tcpdump left running fills the disk.
 std::string CaptureLoopback(const std::string& dir, const std::function<void()>& body) {
   std::string pcap = dir + "/lo.pcap";
   std::string pidfile = dir + "/tcpdump.pid";
   // Only this run's addresses (see the party hosts below): other geops
   // runs on the same loopback must not count as plaintext of ours.
-  std::string start = "tcpdump -i lo -U -s 0 -w " + pcap + " 'tcp and net 127.0.77.0/24' > " + dir +
-                      "/tcpdump.log 2>&1 & echo $! > " + pidfile;
+  std::string start = "tcpdump -i lo -U -s 0 -w " + pcap +
+                      " 'tcp and net 127.0.77.0/24' > " + dir + "/tcpdump.log 2>&1 & echo $! > " +
+                      pidfile;
   REQUIRE(std::system(start.c_str()) == 0);
+  struct StopCapture {
+    std::string pidfile;
+    ~StopCapture() { std::system(("kill -INT $(cat " + pidfile + ") 2>/dev/null; sleep 0.5").c_str()); }
+  } stop{pidfile};
   // tcpdump prints "listening on" once the capture runs.
   for (int i = 0; i < 100 && ReadFile(dir + "/tcpdump.log").find("listening") == std::string::npos;
        ++i) {
