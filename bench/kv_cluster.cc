@@ -19,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "bench/cluster_util.h"
 #include "bench/kv_bench.h"
 #include "bench/net_util.h"
 #include "deploy/launcher.h"
@@ -29,30 +30,10 @@ namespace {
 using deploy::ProcessSpec;
 using Env = std::map<std::string, std::string>;
 
-std::string SelfPath() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  return n > 0 ? std::string(buf, n) : std::string();
-}
-
-// Variables of ours worth handing to every process (the launcher passes no
-// DMLC_/PS_/GEOPS_ variable of its own environment on).
-Env PassThrough() {
-  Env e;
-  for (const char* name :
-       {"PS_VERBOSE", "PS_HEARTBEAT_INTERVAL", "PS_HEARTBEAT_TIMEOUT", "GEOPS_STARTUP_TIMEOUT",
-        "GEOPS_CONNECT_TIMEOUT", "GEOPS_GLOBAL_HEARTBEAT_TIMEOUT", "GEOPS_MAX_MESSAGE_MB",
-        // Security: CURVE on the tcp tiers, the rdma secret (their cost is measured so).
-        "GEOPS_LOCAL_KEYFILE", "GEOPS_GLOBAL_KEYFILE", "GEOPS_RDMA_SECRET_FILE"}) {
-    if (const char* v = std::getenv(name)) e[name] = v;
-  }
-  return e;
-}
-
 absl::StatusOr<std::vector<ProcessSpec>> SingleTier(const KvCluster& c) {
   auto port = FreePort(c.host);
   if (!port.ok()) return port.status();
-  Env common = PassThrough();
+  Env common = PassThroughEnv();
   common["DMLC_PS_ROOT_URI"] = c.host;
   common["DMLC_PS_ROOT_PORT"] = absl::StrCat(*port);
   common["DMLC_NUM_SERVER"] = absl::StrCat(c.servers);
@@ -85,7 +66,7 @@ absl::StatusOr<std::vector<ProcessSpec>> GeoMX(const KvCluster& c) {
   t.workers_per_party = c.workers;
   t.global_servers = c.global_servers;
   t.host = c.host;
-  t.env = PassThrough();
+  t.env = PassThroughEnv();
   // Local tiers only: the global tier is tcp by design.
   if (c.rdma) t.env["DMLC_PS_VAN_TYPE"] = "ibverbs";
   auto specs = deploy::Plan(t);
@@ -104,16 +85,6 @@ struct Row {
   double gbps = 0, p50 = 0, p99 = 0, seconds = 0;
   uint64_t copied = 0;
 };
-
-// The last line a failed process wrote to stderr: usually the reason.
-std::string LastLine(const std::string& path) {
-  std::ifstream f(path);
-  std::string line, last;
-  while (std::getline(f, line)) {
-    if (!line.empty()) last = line;
-  }
-  return last;
-}
 
 std::vector<Row> ParseRows(const std::string& stdout_text) {
   std::vector<Row> rows;
@@ -144,11 +115,9 @@ std::vector<Row> ParseRows(const std::string& stdout_text) {
 
 absl::Status RunKvCluster(const KvCluster& c, const KvWorkload& w) {
   const std::string self = SelfPath();
-  const std::string geops = self.substr(0, self.rfind('/') + 1) + "geops";
-  if (access(geops.c_str(), X_OK) != 0) {
-    return absl::NotFoundError(absl::StrCat("no geops executable next to this one (", geops,
-                                            "); build the geops target"));
-  }
+  auto geops_path = GeopsNextToSelf();
+  if (!geops_path.ok()) return geops_path.status();
+  const std::string& geops = *geops_path;
   auto specs = c.geomx ? GeoMX(c) : SingleTier(c);
   if (!specs.ok()) return specs.status();
   int trainers = 0;

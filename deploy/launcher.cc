@@ -224,7 +224,8 @@ void Cluster::Pump(absl::Duration wait) {
       c.result.stdout_text += line;
       // The per-tier stats lines feed the summary; echoing them buries the
       // progress lines.
-      if (options_.echo && !absl::StartsWith(line, "geops-stats ")) {
+      if (options_.echo && !absl::StartsWith(line, "geops-stats ") &&
+          absl::StartsWith(line, options_.echo_prefix)) {
         std::printf("[%-20s] %s", c.result.name.c_str(), line.c_str());
         std::fflush(stdout);
       }

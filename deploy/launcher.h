@@ -56,6 +56,7 @@ struct RunOptions {
   std::string binary;             // path of `geops`
   std::string log_dir;            // per-process stderr files
   bool echo = false;              // echo stdout lines, prefixed, as they come
+  std::string echo_prefix;        // ... only those that start with this
   bool stop_on_failure = true;    // a non-zero exit stops everyone else
   absl::Duration timeout = absl::Minutes(10);
 };

@@ -121,6 +121,13 @@ absl::Status RunServer(const Config& c) {
   local_server = std::make_unique<KVServer>(*local, handle, rule);
   if (global && top) global_server = std::make_unique<KVServer>(*global, handle, rule);
   if (global) LinkAborts(*global, *local);
+  // A STATS request (a benchmark measuring WAN bytes per round) is answered
+  // with both tiers' counters, whichever tier it came on.
+  auto both = [l = local.get(), g = global.get()] {
+    return g ? absl::StrCat(l->StatsText(), " ", g->StatsText()) : l->StatsText();
+  };
+  local_server->set_stats_handler(both);
+  if (global_server) global_server->set_stats_handler(both);
 
   if (global) {
     if (!top) {

@@ -83,6 +83,14 @@ void Tier::Stop() {
   if (receiver_.joinable()) receiver_.join();
 }
 
+std::string Tier::StatsText() const {
+  const TransportStats& s = stats();
+  const std::string& n = options_.name;
+  return absl::StrFormat("%s_sent_bytes=%d %s_recv_bytes=%d %s_sent_msgs=%d %s_recv_msgs=%d", n,
+                         s.bytes_sent.load(), n, s.bytes_received.load(), n,
+                         s.messages_sent.load(), n, s.messages_received.load());
+}
+
 std::string Tier::Describe(int id) const {
   const NodeInfo* n = Find(id);
   if (n == nullptr) return absl::StrFormat("node %d", id);
@@ -342,7 +350,8 @@ bool Tier::AcceptedAsNodeLocked(const Message& msg) {
       }
       return true;
     case Command::kData:
-    case Command::kSetRule: {
+    case Command::kSetRule:
+    case Command::kStats: {
       if (!table_ready_) return true;  // checked again when replayed
       const NodeInfo* n = Find(h.sender);
       const bool request = h.flags & msgflag::kRequest;
@@ -465,7 +474,8 @@ void Tier::HandleAsNode(Message&& msg) {
       break;
     }
     case Command::kData:
-    case Command::kSetRule: {
+    case Command::kSetRule:
+    case Command::kStats: {
       {
         std::lock_guard<std::mutex> lock(mu_);
         if (!table_ready_) {

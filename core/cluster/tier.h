@@ -120,6 +120,9 @@ class Tier {
   std::vector<NodeInfo> Members(TierRole role) const;
   const NodeInfo* Find(int id) const;
   const TransportStats& stats() const { return transport_->stats(); }
+  // The counters as `NAME_sent_bytes=.. NAME_recv_bytes=.. NAME_sent_msgs=..
+  // NAME_recv_msgs=..` (NAME: local or global), for STATS answers.
+  std::string StatsText() const;
   Transport& transport() { return *transport_; }
 
  private:

@@ -183,13 +183,26 @@ int KVClient::Submit(Request req, Completion done) {
 }
 
 int KVClient::SetRule(const RuleSpec& rule, Completion done) {
+  return ToEveryServer(Command::kSetRule, EncodeRule(rule), std::move(done));
+}
+
+int KVClient::QueryStats(Completion done) {
+  return ToEveryServer(Command::kStats, Buffer(), std::move(done));
+}
+
+int KVClient::ToEveryServer(Command command, Buffer body, Completion done) {
   std::vector<NodeInfo> servers = tier_.Members(TierRole::kServer);
-  int ts = Begin({}, std::move(done), static_cast<int>(servers.size()));
+  // Server ids stand in for keys: answers are placed by their sender.
+  std::vector<Key> ids;
+  for (const auto& s : servers) ids.push_back(static_cast<Key>(s.id));
+  std::sort(ids.begin(), ids.end());
+  int ts = Begin(ids, std::move(done), static_cast<int>(servers.size()));
   {
     // As in Submit: a client that already failed (its tier aborted), or a
     // tier without servers, answers at once instead of never.
     std::unique_lock<std::mutex> lock(mu_);
     Pending& p = pending_[ts];
+    p.command = command;
     if (!failed_.ok() || servers.empty()) {
       if (p.status.ok()) p.status = absl::FailedPreconditionError("no servers in the tier");
       p.outstanding = 0;
@@ -199,11 +212,11 @@ int KVClient::SetRule(const RuleSpec& rule, Completion done) {
   }
   for (const auto& s : servers) {
     Message m;
-    m.header.command = Command::kSetRule;
+    m.header.command = command;
     m.header.recipient = s.id;
     m.header.flags = msgflag::kRequest;
     m.header.timestamp = ts;
-    m.segments.push_back(EncodeRule(rule));
+    if (!body.empty()) m.segments.push_back(body);
     if (auto st = SendTracked(ts, std::move(m)); !st.ok()) {
       std::unique_lock<std::mutex> lock(mu_);
       Pending& p = pending_[ts];
@@ -246,6 +259,17 @@ void KVClient::OnMessage(Message&& msg) {
     if (p.status.ok()) {
       p.status = absl::FailedPreconditionError(absl::StrFormat(
           "server %d: %s", h.sender, msg.segments.empty() ? "" : DecodeText(msg.segments[0])));
+    }
+  } else if (h.command != p.command) {
+    if (p.status.ok()) {
+      p.status = absl::DataLossError(absl::StrFormat(
+          "server %d answered request %d with %s", h.sender, h.timestamp,
+          CommandName(h.command)));
+    }
+  } else if (h.command == Command::kStats) {
+    auto pos = std::lower_bound(p.keys.begin(), p.keys.end(), static_cast<Key>(h.sender));
+    if (pos != p.keys.end() && *pos == static_cast<Key>(h.sender) && msg.segments.size() == 1) {
+      p.values[pos - p.keys.begin()] = std::move(msg.segments[0]);
     }
   } else if (h.command == Command::kData && msg.segments.size() > 1 && h.dtype != p.dtype) {
     // The values would be read as the wrong type (and sized wrongly).

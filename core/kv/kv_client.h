@@ -63,6 +63,9 @@ class KVClient {
 
   // Sends the update rule to every server of the tier.
   int SetRule(const RuleSpec& rule, Completion done = nullptr);
+  // Asks every server of the tier for its counters: the completion gets
+  // one text Buffer per server, in rank order (see KVServer::StatsHandler).
+  int QueryStats(Completion done);
 
   // Prepares `buf` for zero-copy transfer (RDMA registration); a no-op on tcp.
   absl::Status Register(const Buffer& buf) { return tier_.transport().Register(buf); }
@@ -96,6 +99,7 @@ class KVClient {
     std::vector<Buffer> destinations;
     DType dtype = DType::kNone;
     bool detached = false;
+    Command command = Command::kData;  // of the request, and of its answers
     Completion done;
     bool completing = false;  // the completion is running or has run
     bool finished = false;    // Wait() may return
@@ -104,6 +108,8 @@ class KVClient {
   };
 
   void OnMessage(Message&& msg);
+  // One control request (SET_RULE, STATS) to every server of the tier.
+  int ToEveryServer(Command command, Buffer body, Completion done);
   // Sends `m` for request `ts`, keeping a copy when resends are on.
   absl::Status SendTracked(int ts, Message m);
   void ResendLoop(absl::Duration after);

@@ -28,20 +28,12 @@ void KVServer::OnMessage(Message&& msg) {
     absl::StatusOr<RuleSpec> rule =
         msg.segments.size() == 1 ? DecodeRule(msg.segments[0])
                                  : absl::StatusOr<RuleSpec>(absl::DataLossError("no rule"));
-    absl::Status s = rule.ok() ? rule_handler_(*rule) : rule.status();
-    Message ack;
-    ack.header.command = Command::kSetRule;
-    ack.header.recipient = h.sender;
-    ack.header.timestamp = h.timestamp;
-    if (!s.ok()) {
-      ack.header.flags = msgflag::kError;
-      ack.segments.push_back(EncodeText(std::string(s.message())));
-      // An error response to SET_RULE is a control message with one text
-      // segment, which the codec accepts for any command.
-    }
-    if (auto st = tier_.Send(std::move(ack)); !st.ok()) {
-      log::Warn("%s: cannot acknowledge the update rule: %s", tier_.name(), st.message());
-    }
+    AnswerControl(h, rule.ok() ? rule_handler_(*rule) : rule.status(), Buffer());
+    return;
+  }
+  if (h.command == Command::kStats) {
+    AnswerControl(h, absl::OkStatus(),
+                  EncodeText(stats_handler_ ? stats_handler_() : tier_.StatsText()));
     return;
   }
   // The codec has validated the shape: segment 0 holds key_count keys and
@@ -58,6 +50,24 @@ void KVServer::OnMessage(Message&& msg) {
     return;
   }
   handler_(std::move(req));
+}
+
+void KVServer::AnswerControl(const Header& h, absl::Status status, Buffer body) {
+  Message ack;
+  ack.header.command = h.command;
+  ack.header.recipient = h.sender;
+  ack.header.timestamp = h.timestamp;
+  if (!status.ok()) {
+    // An error answer is a control message with one text segment, which
+    // the codec accepts for any command.
+    ack.header.flags = msgflag::kError;
+    body = EncodeText(std::string(status.message()));
+  }
+  if (!body.empty()) ack.segments.push_back(std::move(body));
+  if (auto st = tier_.Send(std::move(ack)); !st.ok()) {
+    log::Warn("%s: cannot answer the %s request of node %d: %s", tier_.name(),
+              CommandName(h.command), h.sender, st.message());
+  }
 }
 
 void KVServer::Respond(const KVRequest& req, std::vector<Buffer> values, DType dtype) {

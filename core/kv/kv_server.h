@@ -36,8 +36,14 @@ class KVServer {
   using Handler = std::function<void(KVRequest&&)>;
   using RuleHandler = std::function<absl::Status(const RuleSpec&)>;
 
+  // What a STATS request is answered with: key=value pairs separated by
+  // spaces (by default this tier's transport counters, Tier::StatsText).
+  using StatsHandler = std::function<std::string()>;
+
   // Installs itself as `tier`'s data handler; create before tier.Start().
   KVServer(Tier& tier, Handler handler, RuleHandler rule_handler);
+  // A process in two tiers answers with both tiers' counters.
+  void set_stats_handler(StatsHandler h) { stats_handler_ = std::move(h); }
 
   // Answers `req`; `values` holds one Buffer per key of a pull (views are
   // sent as they are, without copying), or is empty for a bare push ack.
@@ -48,10 +54,12 @@ class KVServer {
 
  private:
   void OnMessage(Message&& msg);
+  void AnswerControl(const Header& h, absl::Status status, Buffer body);
 
   Tier& tier_;
   Handler handler_;
   RuleHandler rule_handler_;
+  StatsHandler stats_handler_;
 };
 
 }  // namespace geops

@@ -12,7 +12,8 @@ bool IsKnownCommand(uint16_t c) {
   return (c >= static_cast<uint16_t>(Command::kRegister) &&
           c <= static_cast<uint16_t>(Command::kRegisterAck)) ||
          c == static_cast<uint16_t>(Command::kData) ||
-         c == static_cast<uint16_t>(Command::kSetRule);
+         c == static_cast<uint16_t>(Command::kSetRule) ||
+         c == static_cast<uint16_t>(Command::kStats);
 }
 
 const char* CommandName(Command c) {
@@ -30,6 +31,7 @@ const char* CommandName(Command c) {
     case Command::kRegisterAck: return "REGISTER_ACK";
     case Command::kData: return "DATA";
     case Command::kSetRule: return "SET_RULE";
+    case Command::kStats: return "STATS";
   }
   return "?";
 }

@@ -32,6 +32,9 @@ enum class Command : uint16_t {
   // Key-value traffic.
   kData = 32,
   kSetRule = 33,    // master worker -> global servers: update rule
+  // worker -> its servers: their transport counters (a text of key=value
+  // pairs), so a benchmark measures what crossed each link per round.
+  kStats = 34,
 };
 bool IsKnownCommand(uint16_t c);
 const char* CommandName(Command c);

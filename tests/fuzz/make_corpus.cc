@@ -129,6 +129,7 @@ int main(int argc, char** argv) {
   WriteMessage("exit", Control(Command::kExit));
   WriteMessage("abort", Control(Command::kAbort, {EncodeText("node 11 has been silent")}));
   WriteMessage("set-rule", Control(Command::kSetRule, {EncodeRule({UpdateRule::kSgd, 0.5})}));
+  WriteMessage("stats", Control(Command::kStats, {EncodeText("local_sent_bytes=1")}));
 
   // Key-value traffic: pushes, pulls, responses, every dtype, an error.
   WriteMessage("push-f32", Data(kRequest | kPush, DType::kFloat32, {1, 7},

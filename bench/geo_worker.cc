@@ -1,0 +1,264 @@
+// One worker of geops-bench-geo. See geo_bench.h.
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "bench/geo_bench.h"
+#include "bench/geo_models.h"
+#include "core/base/config.h"
+#include "core/cluster/tier.h"
+#include "core/kv/kv_worker.h"
+#include "core/kv/partition.h"
+#include "roles/trainer.h"
+
+namespace geops::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The sum of NAME over the servers' STATS answers.
+uint64_t SumField(const std::vector<Buffer>& answers, absl::string_view name) {
+  uint64_t sum = 0;
+  for (const Buffer& b : answers) {
+    for (absl::string_view f : absl::StrSplit(DecodeText(b), ' ')) {
+      uint64_t v = 0;
+      if (absl::ConsumePrefix(&f, name) && absl::ConsumePrefix(&f, "=") && absl::SimpleAtoi(f, &v)) {
+        sum += v;
+      }
+    }
+  }
+  return sum;
+}
+
+class GeoWorker {
+ public:
+  GeoWorker(const GeoWorkload& w, const Config& c, Tier& tier, KVWorker<float>& kv)
+      : w_(w), c_(c), tier_(tier), kv_(kv) {}
+
+  absl::Status Run(bool trains) {
+    auto m = LookupModel(w_.model, w_.scale);
+    if (!m.ok()) return m.status();
+    model_ = std::move(*m);
+    const size_t n = model_.elems.size();
+    for (size_t k = 0; k < n; ++k) {
+      keys_.push_back(SpreadKey(k, n));
+      offset_.push_back(k == 0 ? 0 : offset_[k - 1] + model_.elems[k - 1]);
+      lens_.push_back(static_cast<int>(model_.elems[k]));
+    }
+    if (c_.master_worker) {
+      if (auto s = kv_.Wait(kv_.SetRule(RuleSpec{})); !s.ok()) return s;
+      std::vector<float> init(model_.total_elems());
+      ForEach([&](size_t k, int64_t i, int64_t at) { init[at] = static_cast<float>(InitValue(k, i)); });
+      if (auto s = kv_.Wait(kv_.Init(keys_, init, lens_)); !s.ok()) return s;
+    }
+    if (!trains) {
+      std::printf("geo-worker party=%d rank=%d trained=0\n", w_.party, tier_.my_rank());
+      std::fflush(stdout);
+      return absl::OkStatus();
+    }
+    return Train();
+  }
+
+ private:
+  template <typename F>
+  void ForEach(F&& f) {
+    int64_t at = 0;
+    for (size_t k = 0; k < model_.elems.size(); ++k) {
+      for (int64_t i = 0; i < model_.elems[k]; ++i) f(k, i, at++);
+    }
+  }
+
+  Buffer Values(const Buffer& all, size_t k) const {
+    return all.Slice(offset_[k] * sizeof(float), model_.elems[k] * sizeof(float));
+  }
+
+  // Mismatching floats of key k against `want` (bitwise: the sums are of
+  // small integers, so every correct result is exact).
+  uint64_t Compare(const std::vector<Buffer>& got, size_t k, const Buffer& want) {
+    Buffer w = Values(want, k);
+    if (got.size() != 1 || got[0].size() != w.size()) return model_.elems[k];
+    checked_ += model_.elems[k];
+    if (std::memcmp(got[0].data(), w.data(), w.size()) == 0) return 0;
+    uint64_t bad = 0;
+    for (int64_t i = 0; i < model_.elems[k]; ++i) {
+      bad += std::memcmp(got[0].data() + i * 4, w.data() + i * 4, 4) != 0;
+    }
+    return bad;
+  }
+
+  // The WAN bytes this party's servers have sent and received so far
+  // (their global tier's counters), or nothing for a worker that does not
+  // measure the WAN.
+  absl::Status ProbeWan(uint64_t& up, uint64_t& down) {
+    std::vector<Buffer> answers;
+    absl::Status got;
+    int ts = kv_.client().QueryStats([&](const absl::Status& s, std::vector<Buffer>& v) {
+      got = s;
+      answers = std::move(v);
+    });
+    if (auto s = kv_.Wait(ts); !s.ok()) return s;
+    if (!got.ok()) return got;
+    up = SumField(answers, "global_sent_bytes");
+    down = SumField(answers, "global_recv_bytes");
+    return absl::OkStatus();
+  }
+
+  absl::Status Train() {
+    const size_t n = keys_.size();
+    int index = 0, count = 0;
+    for (const auto& wk : tier_.Members(TierRole::kWorker)) {
+      if (!wk.trains) continue;
+      if (wk.id == tier_.my_id()) index = count;
+      ++count;
+    }
+    const int64_t all = c_.num_all_workers > 0 ? c_.num_all_workers : count;
+    // Two rounds' gradients and results, computed once: round r uses set
+    // (r - 1) % 2, so a stale result (the previous round's) never passes.
+    const size_t bytes = model_.bytes();
+    Buffer grads[2] = {Buffer::Allocate(bytes), Buffer::Allocate(bytes)};
+    Buffer expect[2] = {Buffer::Allocate(bytes), Buffer::Allocate(bytes)};
+    for (int p = 0; p < 2; ++p) {
+      float* g = reinterpret_cast<float*>(grads[p].data());
+      float* e = reinterpret_cast<float*>(expect[p].data());
+      ForEach([&](size_t k, int64_t i, int64_t at) {
+        g[at] = static_cast<float>(BaseGradient(p + 1, k, i) + SkewGradient(p + 1, k, i, index, count));
+        e[at] = static_cast<float>(all * BaseGradient(p + 1, k, i));
+      });
+    }
+
+    // Round 0: the master worker's initial values.
+    std::vector<std::vector<Buffer>> outs(n);
+    {
+      std::vector<Buffer> got;
+      if (auto s = kv_.Wait(kv_.ZPull(keys_, &got)); !s.ok()) return s;
+      Buffer init = Buffer::Allocate(bytes);
+      float* v = reinterpret_cast<float*>(init.data());
+      ForEach([&](size_t k, int64_t i, int64_t at) { v[at] = static_cast<float>(InitValue(k, i)); });
+      for (size_t k = 0; k < n; ++k) {
+        std::vector<Buffer> one = {k < got.size() ? got[k] : Buffer()};
+        mismatches_ += Compare(one, k, init);
+      }
+    }
+
+    const bool flat = w_.mode == GeoMode::kFlat;
+    // In hier, worker 0 of each training party reads its servers' WAN
+    // counters between rounds: nothing of the next round crosses the WAN
+    // before this worker pushes it, so each delta is exactly one round's.
+    const bool probes = !flat && w_.party != 0 && tier_.my_rank() == 0;
+    uint64_t wan_up = 0, wan_down = 0;
+    uint64_t own_sent = tier_.stats().bytes_sent.load(), own_recv = tier_.stats().bytes_received.load();
+    if (probes) {
+      if (auto s = ProbeWan(wan_up, wan_down); !s.ok()) return s;
+    }
+    std::vector<int> ts(n);
+    const int total = w_.warmup + w_.rounds;
+    for (int r = 1; r <= total; ++r) {
+      const int p = (r - 1) % 2;
+      Clock::time_point t0 = Clock::now();
+      if (w_.per_key) {
+        // Backward order: the last layer's gradient is ready first.
+        for (size_t j = n; j-- > 0;) {
+          ts[j] = kv_.ZPushPull({keys_[j]}, Values(grads[p], j), &outs[j]);
+        }
+        absl::Status first;
+        for (size_t j = 0; j < n; ++j) first.Update(kv_.Wait(ts[j]));
+        if (!first.ok()) return first;
+      } else {
+        std::vector<Buffer> got;
+        if (auto s = kv_.Wait(kv_.ZPushPull(keys_, grads[p], &got, lens_)); !s.ok()) return s;
+        for (size_t k = 0; k < n; ++k) outs[k] = {k < got.size() ? got[k] : Buffer()};
+      }
+      const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+      const uint64_t sent = tier_.stats().bytes_sent.load(), recv = tier_.stats().bytes_received.load();
+      const uint64_t d_sent = sent - own_sent, d_recv = recv - own_recv;
+      own_sent = sent, own_recv = recv;
+      uint64_t bad = 0;
+      for (size_t k = 0; k < n; ++k) {
+        bad += Compare(outs[k], k, expect[p]);
+        outs[k].clear();  // the receive buffers go back now
+      }
+      mismatches_ += bad;
+      // Own traffic is LAN, except a flat worker outside the central party:
+      // all of its traffic crosses its WAN link.
+      uint64_t lan = d_sent + d_recv, up = 0, down = 0;
+      bool carries_wan = false;
+      if (flat && w_.party != 0) {
+        up = d_sent, down = d_recv, lan = 0, carries_wan = true;
+      } else if (probes) {
+        uint64_t u = 0, d = 0;
+        if (auto s = ProbeWan(u, d); !s.ok()) return s;
+        up = u - wan_up, down = d - wan_down;
+        wan_up = u, wan_down = d;
+        carries_wan = true;
+      }
+      std::printf("geo-round party=%d rank=%d round=%d timed=%d seconds=%.6f lan_bytes=%llu "
+                  "wan=%d wan_up=%llu wan_down=%llu mismatches=%llu\n",
+                  w_.party, tier_.my_rank(), r, r > w_.warmup ? 1 : 0, seconds,
+                  static_cast<unsigned long long>(lan), carries_wan ? 1 : 0,
+                  static_cast<unsigned long long>(up), static_cast<unsigned long long>(down),
+                  static_cast<unsigned long long>(bad));
+      if (w_.party == 1 && tier_.my_rank() == 0) {
+        std::printf("geo-progress round %d/%d%s: %.1f ms, %s\n", r, total,
+                    r > w_.warmup ? "" : " (warm-up)", seconds * 1e3,
+                    bad == 0 ? "exact" : "MISMATCH");
+      }
+      std::fflush(stdout);
+    }
+    std::printf("geo-worker party=%d rank=%d trained=1 rounds=%d values_checked=%llu "
+                "mismatches=%llu\n",
+                w_.party, tier_.my_rank(), total, static_cast<unsigned long long>(checked_),
+                static_cast<unsigned long long>(mismatches_));
+    std::fflush(stdout);
+    if (mismatches_ != 0) {
+      return absl::DataLossError(
+          absl::StrFormat("%d values differ from the exact global sum", mismatches_));
+    }
+    return absl::OkStatus();
+  }
+
+  const GeoWorkload& w_;
+  const Config& c_;
+  Tier& tier_;
+  KVWorker<float>& kv_;
+  ModelShape model_;
+  std::vector<Key> keys_;
+  std::vector<int64_t> offset_;
+  std::vector<int> lens_;
+  uint64_t checked_ = 0;
+  uint64_t mismatches_ = 0;
+};
+
+}  // namespace
+
+absl::Status RunGeoWorker(const GeoWorkload& w) {
+  auto c = ParseConfig(ProcessEnv());
+  if (!c.ok()) return c.status();
+  if (c->role != Role::kWorker) {
+    return absl::InvalidArgumentError(
+        "geops-bench-geo runs its own cluster: start it without DMLC_ROLE (see --help)");
+  }
+  TierOptions to = MakeTierOptions(*c, /*global=*/false, TierRole::kWorker);
+  to.self.master = c->master_worker;
+  auto t = Tier::Create(to);
+  if (!t.ok()) return t.status();
+  std::unique_ptr<Tier> tier = std::move(*t);
+  auto kv = std::make_unique<KVWorker<float>>(*tier);
+  if (auto s = tier->Start(); !s.ok()) return s;
+  const NodeInfo* me = tier->Find(tier->my_id());
+  absl::Status s = GeoWorker(w, *c, *tier, *kv).Run(me != nullptr && me->trains);
+  if (s.ok()) {
+    s = tier->Finalize();
+  } else if (tier->health().ok()) {
+    tier->Abort(absl::StrFormat("bench worker rank %d: %s", tier->my_rank(), s.message()));
+  }
+  tier.reset();
+  kv.reset();
+  return s;
+}
+
+}  // namespace geops::bench
