@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -90,7 +92,7 @@ struct RoundLine {
   int party = 0, round = 0;
   bool timed = false, wan = false;
   double seconds = 0;
-  uint64_t lan = 0, up = 0, down = 0, mismatches = 0;
+  uint64_t lan = 0, up = 0, down = 0, msgs = 0, mismatches = 0;
 };
 
 std::vector<RoundLine> ParseRounds(const std::string& text) {
@@ -108,6 +110,7 @@ std::vector<RoundLine> ParseRounds(const std::string& text) {
         absl::SimpleAtoi(kv["timed"], &timed) && absl::SimpleAtoi(kv["wan"], &wan) &&
         absl::SimpleAtod(kv["seconds"], &r.seconds) && absl::SimpleAtoi(kv["lan_bytes"], &r.lan) &&
         absl::SimpleAtoi(kv["wan_up"], &r.up) && absl::SimpleAtoi(kv["wan_down"], &r.down) &&
+        absl::SimpleAtoi(kv["wan_msgs"], &r.msgs) &&
         absl::SimpleAtoi(kv["mismatches"], &r.mismatches)) {
       r.timed = timed, r.wan = wan;
       out.push_back(r);
@@ -121,7 +124,7 @@ struct Round {
   int workers = 0;
   bool timed = false;
   double seconds = 0;  // the slowest worker's: a synchronous step waits for it
-  uint64_t lan = 0, wan = 0, mismatches = 0;
+  uint64_t lan = 0, wan = 0, wan_msgs = 0, mismatches = 0;
   std::map<int, std::pair<uint64_t, uint64_t>> party_wan;  // up, down
   double lower_bound = NAN;
 };
@@ -219,6 +222,10 @@ absl::Status RunGeoCluster(const GeoCluster& c, const GeoWorkload& w) {
   }
 
   std::string log_dir = c.log_dir;
+  if (!log_dir.empty() && mkdir(log_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--log-dir ", log_dir, ": cannot create it: ", std::strerror(errno)));
+  }
   if (log_dir.empty()) {
     char tmpl[] = "/tmp/geops-bench-geo.XXXXXX";
     if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
@@ -262,6 +269,7 @@ absl::Status RunGeoCluster(const GeoCluster& c, const GeoWorkload& w) {
       R.mismatches += l.mismatches;
       if (l.wan) {
         R.wan += l.up + l.down;
+        R.wan_msgs += l.msgs;
         R.party_wan[l.party].first += l.up;
         R.party_wan[l.party].second += l.down;
       }
@@ -277,10 +285,10 @@ absl::Status RunGeoCluster(const GeoCluster& c, const GeoWorkload& w) {
     if (csv == nullptr) return absl::InternalError(absl::StrCat("cannot write ", c.csv));
     if (fresh) {
       std::fputs("label,mode,model,model_bytes,parties,workers,round,timed,seconds,wan_bytes,"
-                 "lan_bytes,lower_bound_s,mismatches\n", csv);
+                 "lan_bytes,wan_msgs,lower_bound_s,mismatches\n", csv);
     }
   }
-  std::vector<double> times, bounds, wan, lan;
+  std::vector<double> times, bounds, wan, lan, msgs;
   bool complete = !rounds.empty() && static_cast<int>(rounds.size()) == w.warmup + w.rounds;
   uint64_t mismatches = 0;
   for (auto& [n, R] : rounds) {
@@ -288,22 +296,25 @@ absl::Status RunGeoCluster(const GeoCluster& c, const GeoWorkload& w) {
     complete &= R.workers == trainers;
     mismatches += R.mismatches;
     if (csv) {
-      std::fprintf(csv, "%s,%s,%s,%lld,%d,%d,%d,%d,%.6f,%llu,%llu,%.6f,%llu\n", c.label.c_str(),
+      std::fprintf(csv, "%s,%s,%s,%lld,%d,%d,%d,%d,%.6f,%llu,%llu,%llu,%.6f,%llu\n", c.label.c_str(),
                    flat ? "flat" : "hier", model->name.c_str(),
                    static_cast<long long>(model->bytes()), c.parties, c.workers, n, R.timed ? 1 : 0,
                    R.seconds, static_cast<unsigned long long>(R.wan),
-                   static_cast<unsigned long long>(R.lan), R.lower_bound,
+                   static_cast<unsigned long long>(R.lan),
+                   static_cast<unsigned long long>(R.wan_msgs), R.lower_bound,
                    static_cast<unsigned long long>(R.mismatches));
     }
     if (!R.timed) continue;
     times.push_back(R.seconds);
     wan.push_back(static_cast<double>(R.wan));
     lan.push_back(static_cast<double>(R.lan));
+    msgs.push_back(static_cast<double>(R.wan_msgs));
     if (!std::isnan(R.lower_bound)) bounds.push_back(R.lower_bound);
   }
   if (csv) std::fclose(csv);
 
-  Percentiles t = Summarize(times), b = Summarize(bounds), wb = Summarize(wan), lb = Summarize(lan);
+  Percentiles t = Summarize(times), b = Summarize(bounds), wb = Summarize(wan), lb = Summarize(lan),
+              mb = Summarize(msgs);
   // What the bytes should be: each party link carries the model up and
   // down once (hier), or once per worker of that party (flat).
   const double model_bytes = static_cast<double>(model->bytes());
@@ -312,12 +323,13 @@ absl::Status RunGeoCluster(const GeoCluster& c, const GeoWorkload& w) {
   std::printf("geops-bench-geo mode=%s model=%s tensors=%zu model_bytes=%lld parties=%d "
               "workers=%d servers=%d global_servers=%d central_workers=%d rounds=%zu "
               "round_p50_s=%.6f round_p99_s=%.6f wan_bytes_per_round=%.0f "
-              "wan_bytes_expected=%.0f wan_ratio=%.4f lan_bytes_per_round=%.0f lower_bound_s=%.6f "
+              "wan_bytes_expected=%.0f wan_ratio=%.4f wan_msgs_per_round=%.0f lan_bytes_per_round=%.0f "
+              "lower_bound_s=%.6f "
               "ratio_to_bound=%.3f mismatches=%llu processes_failed=%d label=%s\n",
               flat ? "flat" : "hier", model->name.c_str(), model->elems.size(),
               static_cast<long long>(model->bytes()), c.parties, c.workers, flat ? 0 : c.servers,
               c.global_servers, c.central_workers ? 1 : 0, times.size(), t.p50, t.p99, wb.p50,
-              expected_wan, wb.p50 / expected_wan, lb.p50, lower, t.p50 / lower,
+              expected_wan, wb.p50 / expected_wan, mb.p50, lb.p50, lower, t.p50 / lower,
               static_cast<unsigned long long>(mismatches), failed,
               c.label.empty() ? "-" : c.label.c_str());
   std::fflush(stdout);

@@ -55,7 +55,7 @@ Output: geo-progress lines per round while it runs, then one line:
   geops-bench-geo mode=.. model=.. tensors=.. model_bytes=.. parties=.. workers=..
     servers=.. global_servers=.. central_workers=.. rounds=.. round_p50_s=..
     round_p99_s=.. wan_bytes_per_round=.. wan_bytes_expected=.. wan_ratio=..
-    lan_bytes_per_round=.. lower_bound_s=.. ratio_to_bound=.. mismatches=..
+    wan_msgs_per_round=.. lan_bytes_per_round=.. lower_bound_s=.. ratio_to_bound=.. mismatches=..
     processes_failed=.. label=..
 WAN and LAN bytes are medians over the timed rounds of what the transports
 counted (message headers and payload; not TCP/IP headers). hier: each

@@ -94,7 +94,7 @@ class GeoWorker {
   // The WAN bytes this party's servers have sent and received so far
   // (their global tier's counters), or nothing for a worker that does not
   // measure the WAN.
-  absl::Status ProbeWan(uint64_t& up, uint64_t& down) {
+  absl::Status ProbeWan(uint64_t& up, uint64_t& down, uint64_t& msgs) {
     std::vector<Buffer> answers;
     absl::Status got;
     int ts = kv_.client().QueryStats([&](const absl::Status& s, std::vector<Buffer>& v) {
@@ -105,7 +105,12 @@ class GeoWorker {
     if (!got.ok()) return got;
     up = SumField(answers, "global_sent_bytes");
     down = SumField(answers, "global_recv_bytes");
+    msgs = SumField(answers, "global_sent_msgs") + SumField(answers, "global_recv_msgs");
     return absl::OkStatus();
+  }
+
+  uint64_t Messages() const {
+    return tier_.stats().messages_sent.load() + tier_.stats().messages_received.load();
   }
 
   absl::Status Train() {
@@ -150,10 +155,11 @@ class GeoWorker {
     // counters between rounds: nothing of the next round crosses the WAN
     // before this worker pushes it, so each delta is exactly one round's.
     const bool probes = !flat && w_.party != 0 && tier_.my_rank() == 0;
-    uint64_t wan_up = 0, wan_down = 0;
+    uint64_t wan_up = 0, wan_down = 0, wan_msgs = 0;
     uint64_t own_sent = tier_.stats().bytes_sent.load(), own_recv = tier_.stats().bytes_received.load();
+    uint64_t own_msgs = Messages();
     if (probes) {
-      if (auto s = ProbeWan(wan_up, wan_down); !s.ok()) return s;
+      if (auto s = ProbeWan(wan_up, wan_down, wan_msgs); !s.ok()) return s;
     }
     std::vector<int> ts(n);
     const int total = w_.warmup + w_.rounds;
@@ -177,6 +183,8 @@ class GeoWorker {
       const uint64_t sent = tier_.stats().bytes_sent.load(), recv = tier_.stats().bytes_received.load();
       const uint64_t d_sent = sent - own_sent, d_recv = recv - own_recv;
       own_sent = sent, own_recv = recv;
+      const uint64_t msgs_now = Messages(), d_msgs = msgs_now - own_msgs;
+      own_msgs = msgs_now;
       uint64_t bad = 0;
       for (size_t k = 0; k < n; ++k) {
         bad += Compare(outs[k], k, expect[p]);
@@ -185,23 +193,23 @@ class GeoWorker {
       mismatches_ += bad;
       // Own traffic is LAN, except a flat worker outside the central party:
       // all of its traffic crosses its WAN link.
-      uint64_t lan = d_sent + d_recv, up = 0, down = 0;
+      uint64_t lan = d_sent + d_recv, up = 0, down = 0, msgs = 0;
       bool carries_wan = false;
       if (flat && w_.party != 0) {
-        up = d_sent, down = d_recv, lan = 0, carries_wan = true;
+        up = d_sent, down = d_recv, msgs = d_msgs, lan = 0, carries_wan = true;
       } else if (probes) {
-        uint64_t u = 0, d = 0;
-        if (auto s = ProbeWan(u, d); !s.ok()) return s;
-        up = u - wan_up, down = d - wan_down;
-        wan_up = u, wan_down = d;
+        uint64_t u = 0, d = 0, m = 0;
+        if (auto s = ProbeWan(u, d, m); !s.ok()) return s;
+        up = u - wan_up, down = d - wan_down, msgs = m - wan_msgs;
+        wan_up = u, wan_down = d, wan_msgs = m;
         carries_wan = true;
       }
       std::printf("geo-round party=%d rank=%d round=%d timed=%d seconds=%.6f lan_bytes=%llu "
-                  "wan=%d wan_up=%llu wan_down=%llu mismatches=%llu\n",
+                  "wan=%d wan_up=%llu wan_down=%llu wan_msgs=%llu mismatches=%llu\n",
                   w_.party, tier_.my_rank(), r, r > w_.warmup ? 1 : 0, seconds,
                   static_cast<unsigned long long>(lan), carries_wan ? 1 : 0,
                   static_cast<unsigned long long>(up), static_cast<unsigned long long>(down),
-                  static_cast<unsigned long long>(bad));
+                  static_cast<unsigned long long>(msgs), static_cast<unsigned long long>(bad));
       if (w_.party == 1 && tier_.my_rank() == 0) {
         std::printf("geo-progress round %d/%d%s: %.1f ms, %s\n", r, total,
                     r > w_.warmup ? "" : " (warm-up)", seconds * 1e3,

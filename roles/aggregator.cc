@@ -166,21 +166,7 @@ void Aggregator::Complete(Key key, uint64_t round, DType dtype, Buffer total) {
   ++stats_.rounds_completed;
   if (!top()) {
     // Exactly one contribution per party per key and round leaves here.
-    deferred_.push_back([this, key, round, dtype, total] {
-      Key keys[1] = {key};
-      uint64_t rounds[1] = {round};
-      upstream_->Submit({keys, {total}, rounds, dtype, msgflag::kPush | msgflag::kPull, {}, true},
-                        [this, key, round, dtype](const absl::Status& s,
-                                                  std::vector<Buffer>& values) {
-                          std::unique_lock<std::mutex> lock(mu_);
-                          if (!s.ok() || values.size() != 1 || values[0].empty()) {
-                            FailKey(key, absl::StrFormat("global tier: %s", s.ToString()));
-                          } else {
-                            Publish(key, round, dtype, std::move(values[0]));
-                          }
-                          RunDeferred(lock);
-                        });
-    });
+    Forward(key, round, dtype, std::move(total));
     return;
   }
   if (rule_.rule == UpdateRule::kSgd) {
@@ -199,6 +185,68 @@ void Aggregator::Complete(Key key, uint64_t round, DType dtype, Buffer total) {
     }
   }
   Publish(key, round, dtype, std::move(total));
+}
+
+void Aggregator::Forward(Key key, uint64_t round, DType dtype, Buffer total) {
+  if (outbox_.empty()) outbox_since_ = absl::Now();
+  outbox_bytes_ += total.size();
+  outbox_.push_back({key, round, dtype, std::move(total)});
+  if (outbox_bytes_ >= wan_.coalesce_bytes || absl::Now() - outbox_since_ >= wan_.coalesce_delay) {
+    FlushLocked();
+  }
+}
+
+void Aggregator::Flush() {
+  std::unique_lock<std::mutex> lock(mu_);
+  FlushLocked();
+  RunDeferred(lock);
+}
+
+void Aggregator::FlushLocked() {
+  if (outbox_.empty()) return;
+  std::vector<Outgoing> out = std::move(outbox_);
+  outbox_.clear();
+  outbox_bytes_ = 0;
+  // One request per dtype, keys strictly increasing (a key twice, for two
+  // rounds, starts another request); the client makes one message of each
+  // request's keys per global server.
+  std::stable_sort(out.begin(), out.end(), [](const Outgoing& a, const Outgoing& b) {
+    return a.dtype != b.dtype ? a.dtype < b.dtype : a.key < b.key;
+  });
+  size_t begin = 0;
+  for (size_t i = 1; i <= out.size(); ++i) {
+    if (i < out.size() && out[i].dtype == out[i - 1].dtype && out[i].key != out[i - 1].key) {
+      continue;
+    }
+    auto batch = std::make_shared<std::vector<Outgoing>>(
+        std::make_move_iterator(out.begin() + begin), std::make_move_iterator(out.begin() + i));
+    begin = i;
+    deferred_.push_back([this, batch] {
+      std::vector<Key> keys;
+      std::vector<uint64_t> rounds;
+      std::vector<Buffer> values;
+      for (const Outgoing& o : *batch) {
+        keys.push_back(o.key);
+        rounds.push_back(o.round);
+        values.push_back(o.total);
+      }
+      upstream_->Submit(
+          {keys, std::move(values), rounds, batch->front().dtype, msgflag::kPush | msgflag::kPull,
+           {}, true},
+          [this, batch](const absl::Status& s, std::vector<Buffer>& results) {
+            std::unique_lock<std::mutex> lock(mu_);
+            for (size_t j = 0; j < batch->size(); ++j) {
+              const Outgoing& o = (*batch)[j];
+              if (!s.ok() || results.size() != batch->size() || results[j].empty()) {
+                FailKey(o.key, absl::StrFormat("global tier: %s", s.ToString()));
+              } else {
+                Publish(o.key, o.round, o.dtype, std::move(results[j]));
+              }
+            }
+            RunDeferred(lock);
+          });
+    });
+  }
 }
 
 void Aggregator::Fetch(Key key, uint64_t round, DType dtype) {

@@ -15,16 +15,30 @@
 #include <functional>
 #include <vector>
 
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "core/kv/aggregation.h"
 #include "core/kv/kv_client.h"
 #include "core/kv/kv_server.h"
 
 namespace geops {
 
+// How a party server sends its sums over the WAN.
+struct WanOptions {
+  // Party sums of small keys wait to share one WAN message per global
+  // server: the batch leaves when it holds this many bytes, when its oldest
+  // key has waited `coalesce_delay`, or as soon as the server has no more
+  // of its workers' messages to read, whichever comes first. A key at least
+  // this big leaves at once. 0: every key in a message of its own.
+  size_t coalesce_bytes = 64 << 10;
+  absl::Duration coalesce_delay = absl::Milliseconds(1);
+};
+
 class Aggregator {
  public:
   // `upstream` is the global tier client of a party server; null for top.
-  explicit Aggregator(KVClient* upstream) : upstream_(upstream) {}
+  explicit Aggregator(KVClient* upstream, WanOptions wan = {})
+      : upstream_(upstream), wan_(wan) {}
 
   bool top() const { return upstream_ == nullptr; }
 
@@ -47,6 +61,10 @@ class Aggregator {
   };
   Stats stats() const;
 
+  // Sends what waits to be coalesced; the server calls it whenever it has
+  // read every message its workers sent so far.
+  void Flush();
+
  private:
   struct Parked {
     KVRequest req;
@@ -61,6 +79,9 @@ class Aggregator {
   void Complete(Key key, uint64_t round, DType dtype, Buffer total);
   void Publish(Key key, uint64_t round, DType dtype, Buffer result);
   void Fetch(Key key, uint64_t round, DType dtype);
+  // Queues a party sum for the global tier (see WanOptions).
+  void Forward(Key key, uint64_t round, DType dtype, Buffer total);
+  void FlushLocked();
   void FailKey(Key key, const std::string& why);
   // Upstream requests are queued under the lock and sent after it is
   // released: a request that fails at once completes synchronously, and its
@@ -68,6 +89,7 @@ class Aggregator {
   void RunDeferred(std::unique_lock<std::mutex>& lock);
 
   KVClient* upstream_;
+  const WanOptions wan_;
   std::function<bool(const KVRequest&)> counts_;
   bool said_ignored_ = false;
   mutable std::mutex mu_;
@@ -79,6 +101,16 @@ class Aggregator {
   std::map<AggregationTable::Token, std::pair<std::shared_ptr<Parked>, size_t>> tokens_;
   Stats stats_;
   std::vector<std::function<void()>> deferred_;
+
+  struct Outgoing {
+    Key key;
+    uint64_t round;
+    DType dtype;
+    Buffer total;
+  };
+  std::vector<Outgoing> outbox_;  // party sums not yet sent
+  size_t outbox_bytes_ = 0;
+  absl::Time outbox_since_;       // when its oldest entry came
 };
 
 }  // namespace geops

@@ -106,7 +106,13 @@ absl::Status RunServer(const Config& c) {
   local = std::move(*lt);
 
   if (global && !top) upstream = std::make_unique<KVClient>(*global);
-  agg = std::make_unique<Aggregator>(upstream.get());
+  WanOptions wan;
+  wan.coalesce_bytes = c.wan_coalesce_bytes;
+  wan.coalesce_delay = c.wan_coalesce_delay;
+  agg = std::make_unique<Aggregator>(upstream.get(), wan);
+  // A party server sends its batched sums once it has read every message
+  // its workers sent so far.
+  if (upstream) local->set_idle_handler([a = agg.get()] { a->Flush(); });
   if (global && top) {
     // GeoMX semantics: with DMLC_ENABLE_CENTRAL_WORKER=0 the central party's
     // workers may push, but only the parties' sums count.

@@ -504,6 +504,14 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
                    static_cast<int>(c.max_message_bytes >> 20), "");
   if (!mm.ok()) return mm.status();
   c.max_message_bytes = static_cast<size_t>(*mm) << 20;
+  auto cb = GetInt(env, "GEOPS_WAN_COALESCE_BYTES", 0, 64 << 20,
+                   static_cast<int>(c.wan_coalesce_bytes), "");
+  if (!cb.ok()) return cb.status();
+  c.wan_coalesce_bytes = static_cast<size_t>(*cb);
+  auto cu = GetInt(env, "GEOPS_WAN_COALESCE_US", 0, 1000000,
+                   static_cast<int>(absl::ToInt64Microseconds(c.wan_coalesce_delay)), "");
+  if (!cu.ok()) return cu.status();
+  c.wan_coalesce_delay = absl::Microseconds(*cu);
   if (auto s = CheckGeoMXVariables(env, &c.warnings); !s.ok()) return s;
   if (auto path = Get(env, "GEOPS_GLOBAL_KEYFILE"); path && c.in_global_tier()) {
     auto k = ReadKeyFile("GEOPS_GLOBAL_KEYFILE", *path);
@@ -616,6 +624,14 @@ Liveness
                             and doubles nothing; 0: never. Default: the global
                             (WAN) tier only.
   PS_RESEND_TIMEOUT         milliseconds before a resend (default 1000).
+  GEOPS_WAN_COALESCE_BYTES  a party server sends the sums of small keys bound
+                            for the same global server in one WAN message of
+                            up to this many bytes; a key this big goes alone
+                            (default 65536; 0: one message per key).
+  GEOPS_WAN_COALESCE_US     ... and no sum waits longer than this for company
+                            (microseconds, default 1000); a batch also leaves
+                            as soon as the server has read every message its
+                            workers sent.
   GEOPS_GLOBAL_HEARTBEAT_TIMEOUT  the same for the global (WAN) tier, which
                             may need longer: a link between data centres can
                             stall for seconds and recover (default: as

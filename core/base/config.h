@@ -82,6 +82,10 @@ struct Config {
   std::optional<CurveKeys> local_keys;
   // The rdma tier's shared secret (GEOPS_RDMA_SECRET_FILE); empty: none.
   std::string rdma_secret;
+  // How a party server batches its sums for the WAN (GEOPS_WAN_COALESCE_BYTES,
+  // GEOPS_WAN_COALESCE_US); see roles/aggregator.h.
+  size_t wan_coalesce_bytes = 64 << 10;
+  absl::Duration wan_coalesce_delay = absl::Milliseconds(1);
   // Things worth saying once at start-up (GeoMX variables geops ignores).
   std::vector<std::string> warnings;
 

@@ -262,18 +262,25 @@ absl::Status Tier::Start() {
 }
 
 void Tier::ReceiveLoop() {
+  bool busy = false;  // handled messages since the queue was last empty
   while (!stopping_.load()) {
-    auto msg = transport_->Receive(kPollSlice);
+    // With an idle handler, look once more without waiting before calling it.
+    auto msg = transport_->Receive(busy && idle_handler_ ? absl::ZeroDuration() : kPollSlice);
     if (options_.role == TierRole::kScheduler) SchedulerTick();
     NotifyAbortOnce();
     if (!msg.ok()) {
       if (absl::IsCancelled(msg.status())) return;
-      if (absl::IsDeadlineExceeded(msg.status())) continue;
+      if (absl::IsDeadlineExceeded(msg.status())) {
+        if (busy && idle_handler_) idle_handler_();
+        busy = false;
+        continue;
+      }
       log::Error("%s: receive failed: %s", options_.label, msg.status().ToString());
       continue;
     }
     log::Verbose(2, "%s: recv %s", options_.label, msg->DebugString());
     Handle(std::move(*msg));
+    busy = true;
     NotifyAbortOnce();
   }
 }

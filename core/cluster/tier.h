@@ -68,6 +68,9 @@ class Tier {
   // Runs first thing in Stop(), while the tier can still send: for helpers
   // with threads of their own that call into the tier.
   void add_stop_handler(std::function<void()> h) { stop_handlers_.push_back(std::move(h)); }
+  // Runs on the receive thread when it has handled messages and finds no
+  // more waiting (a server sends what it batched). Set before Start().
+  void set_idle_handler(std::function<void()> h) { idle_handler_ = std::move(h); }
   const std::optional<absl::Duration>& resend_after() const { return options_.resend_after; }
 
   // This node's registration record; adjust before Start().
@@ -159,6 +162,7 @@ class Tier {
   DataHandler data_handler_;
   std::vector<AbortHandler> abort_handlers_;
   std::vector<std::function<void()>> stop_handlers_;
+  std::function<void()> idle_handler_;
 
   int my_id_ = 0;
   int my_rank_ = -1;
