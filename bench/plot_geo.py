@@ -11,7 +11,8 @@ import sys
 try:
     import matplotlib
 except ImportError:  # a pyenv/venv python3 may shadow the system one that has it
-    sys.exit("plot_geo: matplotlib missing (apt-get install python3-matplotlib)")
+    print("plot_geo: matplotlib missing (apt-get install python3-matplotlib)", file=sys.stderr)
+    sys.exit(2)
 matplotlib.use("Agg")  # headless: no display on bench hosts
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -40,7 +41,9 @@ def load(paths):
         try:
             with open(path, newline="") as f:
                 rows = csv.DictReader(f)
-                missing = [c for c in NEED if c not in (rows.fieldnames or [])]
+                if rows.fieldnames is None:
+                    die(f"{path}: empty file (no header)")
+                missing = [c for c in NEED if c not in rows.fieldnames]
                 if missing:
                     die(f"{path}: missing column(s) {', '.join(missing)}")
                 for row in rows:

@@ -70,8 +70,9 @@ TcpTransport::TcpTransport(size_t max_message_bytes)
 }
 
 absl::StatusOr<std::unique_ptr<TcpTransport>> TcpTransport::Create(
-    size_t max_message_bytes, std::optional<CurveKeys> curve) {
+    size_t max_message_bytes, std::optional<CurveKeys> curve, bool watch_disconnects) {
   auto t = std::make_unique<TcpTransport>(max_message_bytes);
+  t->watch_disconnects_ = watch_disconnects;
   if (curve) {
     auto zap = ZapHandler::Start(t->context_.get(), *curve);
     if (!zap.ok()) return zap.status();
@@ -96,21 +97,34 @@ void TcpTransport::SecureLocked(void* sock, bool server) {
   }
 }
 
-void TcpTransport::Monitor(void* sock, int peer_id) {
-  if (!curve_) return;
+void TcpTransport::Monitor(void* sock, int peer_id, Counter disconnects) {
+  int events = 0;
+  if (curve_) {
+    events |= ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+              ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED;
+  }
+  if (watch_disconnects_ && peer_id >= 0) events |= ZMQ_EVENT_DISCONNECTED;
+  if (events == 0) return;
   std::lock_guard<std::mutex> lock(monitors_mu_);
   std::string ep = absl::StrFormat("inproc://geops-monitor-%p-%d", static_cast<void*>(this),
                                    next_monitor_++);
-  const int events = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                     ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED;
   if (zmq_socket_monitor(sock, ep.c_str(), events) != 0) return;
   SocketPtr pair(zmq_socket(context_.get(), ZMQ_PAIR));
   if (!pair || zmq_connect(pair.get(), ep.c_str()) != 0) return;
-  monitors_.emplace_back(std::move(pair), peer_id);
+  monitors_.push_back(std::make_unique<Watch>(Watch{std::move(pair), peer_id, std::move(disconnects)}));
+  monitor_count_.store(monitors_.size());
 }
 
-void TcpTransport::ReadMonitors(const std::vector<std::pair<void*, int>>& ready) {
-  for (const auto& [sock, peer_id] : ready) {
+uint64_t TcpTransport::Disconnects(int peer_id) const {
+  std::shared_lock lock(peers_mu_);
+  auto it = peers_.find(peer_id);
+  return it == peers_.end() ? 0 : it->second->disconnects->load();
+}
+
+void TcpTransport::ReadMonitors(const std::vector<const Watch*>& ready) {
+  for (const Watch* w : ready) {
+    void* sock = w->pair.get();
+    const int peer_id = w->peer_id;
     for (;;) {
       zmq_msg_t ev, addr;
       zmq_msg_init(&ev);
@@ -129,6 +143,12 @@ void TcpTransport::ReadMonitors(const std::vector<std::pair<void*, int>>& ready)
       zmq_msg_recv(&addr, sock, 0);
       std::string endpoint(static_cast<char*>(zmq_msg_data(&addr)), zmq_msg_size(&addr));
       zmq_msg_close(&addr);
+      if (event == ZMQ_EVENT_DISCONNECTED) {
+        if (w->disconnects) w->disconnects->fetch_add(1);
+        log::Verbose(1, "tcp: the connection to node %d (%s) broke; ZeroMQ reconnects", peer_id,
+                     endpoint);
+        continue;
+      }
       if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
         std::lock_guard<std::mutex> lock(monitors_mu_);
         peer_problems_.erase(peer_id);
@@ -183,7 +203,7 @@ absl::StatusOr<int> TcpTransport::Listen(const std::string& host, int port) {
   int64_t max_frame = static_cast<int64_t>(max_message_bytes_);
   zmq_setsockopt(sock.get(), ZMQ_MAXMSGSIZE, &max_frame, sizeof(max_frame));
   SecureLocked(sock.get(), /*server=*/true);
-  Monitor(sock.get(), -1);
+  Monitor(sock.get(), -1, nullptr);
   std::string endpoint = absl::StrFormat("tcp://%s:%s", host, port == 0 ? "*" : std::to_string(port));
   if (port == 0) endpoint = absl::StrFormat("tcp://%s:*", host);
   if (zmq_bind(sock.get(), endpoint.c_str()) != 0) {
@@ -219,7 +239,8 @@ absl::Status TcpTransport::Connect(int peer_id, const std::string& host, int por
   std::string routing_id = RandomRoutingId();
   zmq_setsockopt(sock.get(), ZMQ_ROUTING_ID, routing_id.data(), routing_id.size());
   SecureLocked(sock.get(), /*server=*/false);
-  Monitor(sock.get(), peer_id);
+  auto peer = std::make_shared<Peer>();
+  Monitor(sock.get(), peer_id, peer->disconnects);
   // Leave from the address we listen on (ZeroMQ's "source;destination"
   // form): a peer then sees traffic come from the node it knows, and a host
   // with several addresses per party (the WAN lab) routes and shapes it as
@@ -231,7 +252,6 @@ absl::Status TcpTransport::Connect(int peer_id, const std::string& host, int por
   if (zmq_connect(sock.get(), dialed.c_str()) != 0) {
     return ZmqError("connect to " + endpoint);
   }
-  auto peer = std::make_shared<Peer>();
   peer->socket = std::move(sock);
   std::unique_lock lock(peers_mu_);
   peers_[peer_id] = std::move(peer);
@@ -353,23 +373,24 @@ absl::StatusOr<Message> TcpTransport::Receive(absl::Duration timeout) {
     long slice_ms = std::clamp<long>(absl::ToInt64Milliseconds(left), 0, 50);
     zmq_pollitem_t item{receiver_.get(), 0, ZMQ_POLLIN, 0};
     int rc;
-    if (!curve_) {
+    if (monitor_count_.load(std::memory_order_relaxed) == 0) {
       rc = zmq_poll(&item, 1, slice_ms);
     } else {
-      // Security events share the wait with messages (monitors are few).
+      // Connection events share the wait with messages (monitors are few:
+      // one per peer on the tiers that use them).
       std::vector<zmq_pollitem_t> items = {item};
-      std::vector<int> watched;
+      std::vector<const Watch*> watched;
       {
         std::lock_guard<std::mutex> lock(monitors_mu_);
-        for (const auto& [pair, peer] : monitors_) {
-          items.push_back({pair.get(), 0, ZMQ_POLLIN, 0});
-          watched.push_back(peer);
+        for (const auto& w : monitors_) {
+          items.push_back({w->pair.get(), 0, ZMQ_POLLIN, 0});
+          watched.push_back(w.get());
         }
       }
       rc = zmq_poll(items.data(), static_cast<int>(items.size()), slice_ms);
-      std::vector<std::pair<void*, int>> ready;
+      std::vector<const Watch*> ready;
       for (size_t i = 1; rc > 0 && i < items.size(); ++i) {
-        if (items[i].revents & ZMQ_POLLIN) ready.emplace_back(items[i].socket, watched[i - 1]);
+        if (items[i].revents & ZMQ_POLLIN) ready.push_back(watched[i - 1]);
       }
       if (!ready.empty()) ReadMonitors(ready);
       item.revents = items[0].revents;

@@ -11,6 +11,8 @@
 // With a cluster key (transport/curve.h) every socket runs CURVE; socket
 // monitors, read by the Receive() thread, turn a refused handshake into a
 // log line on the listening side and a PeerProblem() on the dialling side.
+// With watch_disconnects the same monitors count each DEALER's broken
+// connections (Disconnects), so a client can resend what they carried.
 #pragma once
 
 #include <map>
@@ -29,7 +31,8 @@ class TcpTransport final : public Transport {
   explicit TcpTransport(size_t max_message_bytes = size_t{256} << 20);
   // With `curve`, encrypted and restricted to holders of the cluster key.
   static absl::StatusOr<std::unique_ptr<TcpTransport>> Create(size_t max_message_bytes,
-                                                              std::optional<CurveKeys> curve);
+                                                              std::optional<CurveKeys> curve,
+                                                              bool watch_disconnects = false);
   ~TcpTransport() override;
 
   const char* name() const override { return "tcp"; }
@@ -40,6 +43,7 @@ class TcpTransport final : public Transport {
   absl::StatusOr<Message> Receive(absl::Duration timeout) override;
   void Shutdown() override;
   std::string PeerProblem(int peer_id) const override;
+  uint64_t Disconnects(int peer_id) const override;
 
   // Bytes of received frames the application still holds as Buffers: the
   // frames themselves, lent out without a copy (they outlive no Buffer).
@@ -57,9 +61,16 @@ class TcpTransport final : public Transport {
   };
   using ContextPtr = std::unique_ptr<void, ContextDeleter>;
   using SocketPtr = std::unique_ptr<void, SocketDeleter>;
+  using Counter = std::shared_ptr<std::atomic<uint64_t>>;
   struct Peer {
     std::mutex mu;  // a ZeroMQ socket is not thread-safe
     SocketPtr socket;
+    Counter disconnects = std::make_shared<std::atomic<uint64_t>>(0);
+  };
+  struct Watch {
+    SocketPtr pair;  // the monitor's end
+    int peer_id;     // < 0: the listener
+    Counter disconnects;
   };
 
   // Reads the rest of a multipart message after the identity frame.
@@ -67,9 +78,11 @@ class TcpTransport final : public Transport {
   void Drain();
   // CURVE on `sock` as server (listening) or client (dialling).
   void SecureLocked(void* sock, bool server);
-  // Watches `sock` for failed handshakes; `peer_id` < 0 for the listener.
-  void Monitor(void* sock, int peer_id);
-  void ReadMonitors(const std::vector<std::pair<void*, int>>& ready);
+  // Watches `sock` for failed handshakes and, with watch_disconnects_,
+  // broken connections (counted in `disconnects`); `peer_id` < 0 for the
+  // listener.
+  void Monitor(void* sock, int peer_id, Counter disconnects);
+  void ReadMonitors(const std::vector<const Watch*>& ready);
 
   const size_t max_message_bytes_;
   // Shared with the deleters of lent frames, which may run after we are gone.
@@ -77,16 +90,18 @@ class TcpTransport final : public Transport {
   ContextPtr context_;
   SocketPtr receiver_;  // used only by the Receive() thread
   std::string listen_host_;  // source address of our connections (set by Listen)
-  std::shared_mutex peers_mu_;
+  mutable std::shared_mutex peers_mu_;
   std::map<int, std::shared_ptr<Peer>> peers_;
   std::atomic<bool> shutdown_{false};
 
   std::optional<CurveKeys> curve_;
+  bool watch_disconnects_ = false;
   std::unique_ptr<ZapHandler> zap_;  // before context_ is terminated: declared after it
   // Monitor sockets (PAIR) and the peer each watches; read only by the
   // Receive() thread, added under monitors_mu_.
   mutable std::mutex monitors_mu_;
-  std::vector<std::pair<SocketPtr, int>> monitors_;
+  std::vector<std::unique_ptr<Watch>> monitors_;
+  std::atomic<size_t> monitor_count_{0};  // the Receive() fast path reads it
   std::map<int, std::string> peer_problems_;  // guarded by monitors_mu_
   int next_monitor_ = 0;
   uint64_t handshakes_refused_ = 0;  // Receive() thread only

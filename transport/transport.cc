@@ -11,7 +11,8 @@ absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const TransportOptions&
   switch (options.van) {
     case VanType::kTcp:
       {
-      auto t = TcpTransport::Create(options.max_message_bytes, options.curve);
+      auto t = TcpTransport::Create(options.max_message_bytes, options.curve,
+                                    options.watch_disconnects);
       if (!t.ok()) return t.status();
       return std::unique_ptr<Transport>(std::move(*t));
     }

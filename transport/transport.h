@@ -77,6 +77,12 @@ class Transport {
   // Whether ExpectInto can work here at all (callers pick their API by it).
   virtual bool lands_in_place() const { return false; }
 
+  // How many times the connection to `peer_id` has broken since it was
+  // opened (TransportOptions::watch_disconnects; 0 where not watched). A
+  // message in flight when it changes may be lost: callers that must not
+  // lose requests send again what is still unanswered.
+  virtual uint64_t Disconnects(int peer_id) const { return 0; }
+
   // Why the path to `peer_id` cannot carry messages, when the transport
   // knows (a refused security handshake); empty otherwise. Callers waiting
   // for an answer use it to fail at once with the cause.
@@ -105,6 +111,8 @@ struct TransportOptions {
   std::string rdma_secret;
   // tcp: run ZeroMQ CURVE with this cluster key pair (see transport/curve.h).
   std::optional<CurveKeys> curve;
+  // tcp: count broken connections per peer (Disconnects), for resends.
+  bool watch_disconnects = false;
 };
 
 // The transport asked for; a clear error when this build or machine cannot

@@ -618,12 +618,13 @@ Liveness
   PS_HEARTBEAT_TIMEOUT      seconds of silence after which a peer is declared
                             dead and the cluster stops with an error naming it
                             (default 15; at least twice the interval).
-  PS_RESEND                 1: every tcp tier resends requests left unanswered
-                            for PS_RESEND_TIMEOUT, and servers drop the
-                            duplicates, so a connection reset mid-round loses
-                            and doubles nothing; 0: never. Default: the global
-                            (WAN) tier only.
-  PS_RESEND_TIMEOUT         milliseconds before a resend (default 1000).
+  PS_RESEND                 1: on every tcp tier, requests that were unanswered
+                            when their connection broke are sent again, and
+                            servers drop the duplicates, so a connection reset
+                            mid-round loses and doubles nothing; 0: never.
+                            Default: the global (WAN) tier only.
+  PS_RESEND_TIMEOUT         at most this many milliseconds from a broken
+                            connection to the resend (default 1000).
   GEOPS_WAN_COALESCE_BYTES  a party server sends the sums of small keys bound
                             for the same global server in one WAN message of
                             up to this many bytes; a key this big goes alone

@@ -50,6 +50,7 @@ TierOptions MakeTierOptions(const Config& c, bool global, TierRole role) {
   o.connect_timeout = c.connect_timeout;
   if (o.transport.van == VanType::kTcp && (global ? c.resend_global : c.resend_local)) {
     o.resend_after = c.resend_timeout;
+    o.transport.watch_disconnects = true;
   }
   o.self.party_name = c.party;
   o.self.central_flag = c.enable_central_worker_set ? (c.enable_central_worker ? 1 : 0) : -1;

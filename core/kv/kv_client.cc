@@ -38,7 +38,9 @@ absl::Status KVClient::SendTracked(int ts, Message m) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = pending_.find(ts);
     if (it != pending_.end()) {
-      it->second.sent[{m.header.recipient, m.header.round}] = {m, absl::Now(), false};
+      // Read before the send: a break during it counts as after.
+      it->second.sent[{m.header.recipient, m.header.round}] = {
+          m, tier_.transport().Disconnects(m.header.recipient), false};
     }
   }
   return tier_.Send(std::move(m));
@@ -50,13 +52,16 @@ void KVClient::ResendLoop(absl::Duration after) {
   while (!stop_resender_) {
     cv_.wait_for(lock, tick);
     if (stop_resender_) break;
-    absl::Time now = absl::Now();
     std::vector<Message> again;
+    std::map<int, uint64_t> broken;  // per peer, read once per pass
     for (auto& [ts, p] : pending_) {
       if (p.completing) continue;
       for (auto& [where, sent] : p.sent) {
-        if (sent.answered || now - sent.at < after) continue;
-        sent.at = now;
+        if (sent.answered) continue;
+        auto [it, fresh] = broken.try_emplace(where.first, 0);
+        if (fresh) it->second = tier_.transport().Disconnects(where.first);
+        if (it->second == sent.disconnects) continue;
+        sent.disconnects = it->second;
         again.push_back(sent.msg);  // shares the Buffers: no copy of values
       }
     }
@@ -64,9 +69,8 @@ void KVClient::ResendLoop(absl::Duration after) {
     lock.unlock();
     for (auto& m : again) {
       resent_.fetch_add(1, std::memory_order_relaxed);
-      log::Verbose(1, "%s: no answer from node %d to request %d after %s; resending",
-                   tier_.label(), m.header.recipient, m.header.timestamp,
-                   absl::FormatDuration(after));
+      log::Verbose(1, "%s: the connection to node %d broke with request %d unanswered; "
+                   "resending", tier_.label(), m.header.recipient, m.header.timestamp);
       (void)tier_.Send(std::move(m));
     }
     lock.lock();

@@ -4,9 +4,12 @@
 // per-key result Buffers that are views of the received frames.
 //
 // When the tier asks for it (Tier::resend_after), a thread of its own
-// resends every message still unanswered after that long, and a second
-// answer to a message is dropped: with servers that ignore duplicate
-// contributions, a connection reset mid-round loses and doubles nothing.
+// resends every unanswered message whose connection broke after it was
+// sent (Transport::Disconnects), within that long of the break, and a
+// second answer to a message is dropped: with servers that ignore
+// duplicate contributions, a connection reset mid-round loses and doubles
+// nothing. A slow answer alone never causes a resend: on a WAN a round's
+// answer may take many seconds, and resending would only crowd the link.
 #pragma once
 
 #include <atomic>
@@ -88,7 +91,7 @@ class KVClient {
   // One message of a request, kept for a resend until it is answered.
   struct Sent {
     Message msg;
-    absl::Time at;
+    uint64_t disconnects = 0;  // of its connection, when it was (re)sent
     bool answered = false;
   };
   struct Pending {
