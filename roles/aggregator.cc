@@ -9,6 +9,7 @@ namespace geops {
 void Aggregator::Start(int expected) {
   std::unique_lock<std::mutex> lock(mu_);
   table_.set_expected(expected);
+  slices_.set_expected(expected);
   started_ = true;
   std::vector<KVRequest> held = std::move(held_);
   held_.clear();
@@ -58,6 +59,18 @@ Aggregator::Stats Aggregator::stats() const {
 
 void Aggregator::HandleLocked(KVRequest&& req) {
   KVServer* via = req.via;
+  const bool slice = req.flags & msgflag::kSlice;
+  AggregationTable& table = TableOf(slice);
+  if (slice && !top()) {
+    via->RespondError(req, "a party's server takes whole keys; slices go to global servers");
+    return;
+  }
+  for (Key key : req.keys) {
+    if (std::string why = MixedSlicing(req, key); !why.empty()) {
+      via->RespondError(req, why);
+      return;
+    }
+  }
   if (req.init()) {
     if (!top()) {
       // A party worker that initialises (ps-lite style) still initialises
@@ -76,7 +89,7 @@ void Aggregator::HandleLocked(KVRequest&& req) {
       return;
     }
     for (size_t i = 0; i < req.keys.size(); ++i) {
-      if (auto d = table_.DTypeOf(req.keys[i]); d && *d != req.dtype) {
+      if (auto d = table.DTypeOf(req.keys[i]); d && *d != req.dtype) {
         via->RespondError(req, absl::StrFormat("key %d is %s, initial values are %s",
                                                req.keys[i], DTypeName(*d), DTypeName(req.dtype)));
         return;
@@ -84,7 +97,7 @@ void Aggregator::HandleLocked(KVRequest&& req) {
       // Owned copy: the init frame is a receive buffer, and sgd later reads
       // these weights for every round.
       Publish(req.keys[i], 0, req.dtype,
-              Buffer::CopyOf(req.values[i].data(), req.values[i].size()));
+              Buffer::CopyOf(req.values[i].data(), req.values[i].size()), slice);
     }
     via->Respond(req, {}, req.dtype);
     return;
@@ -106,8 +119,9 @@ void Aggregator::HandleLocked(KVRequest&& req) {
         (static_cast<uint64_t>(via->tier().name() == "global" ? 2 : 1) << 32) |
         static_cast<uint32_t>(req.sender);
     for (size_t i = 0; counts && i < req.keys.size(); ++i) {
-      auto total = table_.Add(req.keys[i], req.round, req.dtype, req.values[i], contributor);
-      if (absl::IsAlreadyExists(total.status()) || IsResentAfterClose(req.keys[i], req, total)) {
+      auto total = table.Add(req.keys[i], req.round, req.dtype, req.values[i], contributor);
+      if (absl::IsAlreadyExists(total.status()) ||
+          IsResentAfterClose(table, req.keys[i], req, total)) {
         // A resent request (its first copy was counted, or the round it
         // belongs to has closed since): nothing to add, and its pull half is
         // answered as usual.
@@ -119,7 +133,9 @@ void Aggregator::HandleLocked(KVRequest&& req) {
         return;
       }
       stats_.bytes_aggregated += req.values[i].size();
-      if (total->has_value()) Complete(req.keys[i], req.round, req.dtype, std::move(**total));
+      if (total->has_value()) {
+        Complete(req.keys[i], req.round, req.dtype, std::move(**total), slice);
+      }
     }
     if (!req.pull()) {
       via->Respond(req, {}, req.dtype);
@@ -134,10 +150,10 @@ void Aggregator::HandleLocked(KVRequest&& req) {
   parked->dtype = req.dtype;
   for (size_t i = 0; i < req.keys.size(); ++i) {
     Key key = req.keys[i];
-    if (auto d = table_.DTypeOf(key)) parked->dtype = *d;
-    bool first_waiter = !table_.HasParked(key, req.round);
+    if (auto d = table.DTypeOf(key)) parked->dtype = *d;
+    bool first_waiter = !table.HasParked(key, req.round);
     AggregationTable::Token token = next_token_++;
-    if (auto v = table_.PullOrPark(key, req.round, token)) {
+    if (auto v = table.PullOrPark(key, req.round, token)) {
       parked->values[i] = std::move(*v);
       --parked->outstanding;
       continue;
@@ -153,16 +169,30 @@ void Aggregator::HandleLocked(KVRequest&& req) {
   }
 }
 
-bool Aggregator::IsResentAfterClose(Key key, const KVRequest& req,
+std::string Aggregator::MixedSlicing(const KVRequest& req, Key key) const {
+  if (!top() || (req.round == 0 && !(req.flags & msgflag::kSlice))) return "";
+  // Round 0's whole value lives at the owner next to its slice; after
+  // that a key is either sliced everywhere or nowhere.
+  const bool slice = req.flags & msgflag::kSlice;
+  auto other = slice ? table_.Latest(key) : slices_.Latest(key);
+  if (slice ? !(other && other->round > 0) : !slices_.DTypeOf(key)) return "";
+  return absl::StrFormat(
+      "key %d arrived %s but this server holds it %s: every process must see the same "
+      "MXNET_KVSTORE_BIGARRAY_BOUND (and a pull after round 0 needs the key's size: push it, "
+      "or give a destination)",
+      key, slice ? "as a slice" : "whole", slice ? "whole" : "as slices");
+}
+
+bool Aggregator::IsResentAfterClose(const AggregationTable& table, Key key, const KVRequest& req,
                                     const absl::StatusOr<std::optional<Buffer>>& added) const {
   if (!absl::IsFailedPrecondition(added.status())) return false;
   // Rounds advance only when every contributor's push arrived, so a push
   // for the latest published round is this round's, seen again.
-  auto latest = table_.Latest(key);
+  auto latest = table.Latest(key);
   return latest && latest->round == req.round;
 }
 
-void Aggregator::Complete(Key key, uint64_t round, DType dtype, Buffer total) {
+void Aggregator::Complete(Key key, uint64_t round, DType dtype, Buffer total, bool slice) {
   ++stats_.rounds_completed;
   if (!top()) {
     // Exactly one contribution per party per key and round leaves here.
@@ -170,7 +200,7 @@ void Aggregator::Complete(Key key, uint64_t round, DType dtype, Buffer total) {
     return;
   }
   if (rule_.rule == UpdateRule::kSgd) {
-    auto weights = table_.Latest(key);
+    auto weights = TableOf(slice).Latest(key);
     if (!weights || weights->value.size() != total.size()) {
       FailKey(key, absl::StrFormat("key %d: the sgd rule needs initial values of the same size "
                                    "(the master worker pushes them)",
@@ -184,13 +214,17 @@ void Aggregator::Complete(Key key, uint64_t round, DType dtype, Buffer total) {
       return;
     }
   }
-  Publish(key, round, dtype, std::move(total));
+  Publish(key, round, dtype, std::move(total), slice);
 }
 
 void Aggregator::Forward(Key key, uint64_t round, DType dtype, Buffer total) {
+  Enqueue({key, round, dtype, std::move(total), /*fetch=*/false});
+}
+
+void Aggregator::Enqueue(Outgoing o) {
   if (outbox_.empty()) outbox_since_ = absl::Now();
-  outbox_bytes_ += total.size();
-  outbox_.push_back({key, round, dtype, std::move(total)});
+  outbox_bytes_ += o.total.size();
+  outbox_.push_back(std::move(o));
   if (outbox_bytes_ >= wan_.coalesce_bytes || absl::Now() - outbox_since_ >= wan_.coalesce_delay) {
     FlushLocked();
   }
@@ -207,15 +241,17 @@ void Aggregator::FlushLocked() {
   std::vector<Outgoing> out = std::move(outbox_);
   outbox_.clear();
   outbox_bytes_ = 0;
-  // One request per dtype, keys strictly increasing (a key twice, for two
-  // rounds, starts another request); the client makes one message of each
-  // request's keys per global server.
-  std::stable_sort(out.begin(), out.end(), [](const Outgoing& a, const Outgoing& b) {
-    return a.dtype != b.dtype ? a.dtype < b.dtype : a.key < b.key;
+  // One request per kind (sums, or fetches of initial values) and dtype,
+  // keys strictly increasing (a key twice, for two rounds, starts another
+  // request); the client makes one message of a request's keys per global
+  // server.
+  auto kind = [](const Outgoing& o) { return std::make_pair(o.fetch, o.dtype); };
+  std::stable_sort(out.begin(), out.end(), [&](const Outgoing& a, const Outgoing& b) {
+    return kind(a) != kind(b) ? kind(a) < kind(b) : a.key < b.key;
   });
   size_t begin = 0;
   for (size_t i = 1; i <= out.size(); ++i) {
-    if (i < out.size() && out[i].dtype == out[i - 1].dtype && out[i].key != out[i - 1].key) {
+    if (i < out.size() && kind(out[i]) == kind(out[i - 1]) && out[i].key != out[i - 1].key) {
       continue;
     }
     auto batch = std::make_shared<std::vector<Outgoing>>(
@@ -228,16 +264,18 @@ void Aggregator::FlushLocked() {
       for (const Outgoing& o : *batch) {
         keys.push_back(o.key);
         rounds.push_back(o.round);
-        values.push_back(o.total);
+        if (!o.fetch) values.push_back(o.total);
       }
+      const bool fetch = batch->front().fetch;
       upstream_->Submit(
-          {keys, std::move(values), rounds, batch->front().dtype, msgflag::kPush | msgflag::kPull,
-           {}, true},
+          {keys, std::move(values), rounds, batch->front().dtype,
+           fetch ? msgflag::kPull : msgflag::kPush | msgflag::kPull, {}, true},
           [this, batch](const absl::Status& s, std::vector<Buffer>& results) {
             std::unique_lock<std::mutex> lock(mu_);
             for (size_t j = 0; j < batch->size(); ++j) {
               const Outgoing& o = (*batch)[j];
-              if (!s.ok() || results.size() != batch->size() || results[j].empty()) {
+              if (!s.ok() || results.size() != batch->size() ||
+                  (!o.fetch && results[j].empty())) {
                 FailKey(o.key, absl::StrFormat("global tier: %s", s.ToString()));
               } else {
                 Publish(o.key, o.round, o.dtype, std::move(results[j]));
@@ -250,25 +288,11 @@ void Aggregator::FlushLocked() {
 }
 
 void Aggregator::Fetch(Key key, uint64_t round, DType dtype) {
-  deferred_.push_back([this, key, round, dtype] {
-    Key keys[1] = {key};
-    uint64_t rounds[1] = {round};
-    upstream_->Submit({keys, {}, rounds, dtype, msgflag::kPull, {}, true},
-                      [this, key, round, dtype](const absl::Status& s,
-                                                std::vector<Buffer>& values) {
-                        std::unique_lock<std::mutex> lock(mu_);
-                        if (!s.ok() || values.size() != 1) {
-                          FailKey(key, absl::StrFormat("global tier: %s", s.ToString()));
-                        } else {
-                          Publish(key, round, dtype, std::move(values[0]));
-                        }
-                        RunDeferred(lock);
-                      });
-  });
+  Enqueue({key, round, dtype, Buffer(), /*fetch=*/true});
 }
 
-void Aggregator::Publish(Key key, uint64_t round, DType dtype, Buffer result) {
-  for (AggregationTable::Token t : table_.Publish(key, round, dtype, result)) {
+void Aggregator::Publish(Key key, uint64_t round, DType dtype, Buffer result, bool slice) {
+  for (AggregationTable::Token t : TableOf(slice).Publish(key, round, dtype, result)) {
     auto it = tokens_.find(t);
     if (it == tokens_.end()) continue;
     auto [parked, index] = it->second;

@@ -74,12 +74,17 @@ class Aggregator {
   };
 
   void HandleLocked(KVRequest&& req);
-  bool IsResentAfterClose(Key key, const KVRequest& req,
+  bool IsResentAfterClose(const AggregationTable& table, Key key, const KVRequest& req,
                           const absl::StatusOr<std::optional<Buffer>>& added) const;
-  void Complete(Key key, uint64_t round, DType dtype, Buffer total);
-  void Publish(Key key, uint64_t round, DType dtype, Buffer result);
+  // Why a top server cannot take `req` for `key` as it comes (a whole-key
+  // request for a key it holds as slices, or the reverse); empty when fine.
+  std::string MixedSlicing(const KVRequest& req, Key key) const;
+  void Complete(Key key, uint64_t round, DType dtype, Buffer total, bool slice);
+  void Publish(Key key, uint64_t round, DType dtype, Buffer result, bool slice = false);
+  AggregationTable& TableOf(bool slice) { return slice ? slices_ : table_; }
   void Fetch(Key key, uint64_t round, DType dtype);
-  // Queues a party sum for the global tier (see WanOptions).
+  // Queue a party sum, or a fetch of a key's initial value, for the
+  // global tier (see WanOptions).
   void Forward(Key key, uint64_t round, DType dtype, Buffer total);
   void FlushLocked();
   void FailKey(Key key, const std::string& why);
@@ -96,6 +101,9 @@ class Aggregator {
   bool started_ = false;
   std::vector<KVRequest> held_;
   AggregationTable table_{0};
+  // A top server's slices of big keys (msgflag::kSlice), apart from whole
+  // keys: the key's owner holds both its initial whole value and a slice.
+  AggregationTable slices_{0};
   RuleSpec rule_;
   AggregationTable::Token next_token_ = 1;
   std::map<AggregationTable::Token, std::pair<std::shared_ptr<Parked>, size_t>> tokens_;
@@ -106,9 +114,11 @@ class Aggregator {
     Key key;
     uint64_t round;
     DType dtype;
-    Buffer total;
+    Buffer total;  // the party's sum; none for a fetch
+    bool fetch;    // a pull of the initial value (round 0)
   };
-  std::vector<Outgoing> outbox_;  // party sums not yet sent
+  void Enqueue(Outgoing o);
+  std::vector<Outgoing> outbox_;  // party sums and fetches not yet sent
   size_t outbox_bytes_ = 0;
   absl::Time outbox_since_;       // when its oldest entry came
 };

@@ -110,10 +110,8 @@ std::vector<ProcessResult> RunAll(const std::vector<ProcessSpec>& plan, absl::Du
   Cluster c(o);
   absl::Time start = absl::Now();
   REQUIRE(c.Start(plan).ok());
-  absl::Time started = absl::Now();
   auto results = c.Wait();
   *took = absl::Now() - start;
-  if (getenv("GEOPS_TEST_DEBUG")) std::cerr << "start " << absl::FormatDuration(started - start) << " total " << absl::FormatDuration(*took) << "\n";
   return results;
 }
 
@@ -336,13 +334,8 @@ TEST_CASE("a second master worker is refused at registration, naming the variabl
   auto plan = Plan(t);
   REQUIRE(plan.ok());
   Find(*plan, "central.worker1").env["DMLC_ROLE_MASTER_WORKER"] = "1";
-  if (getenv("GEOPS_TEST_DEBUG")) for (auto& p : *plan) p.env["PS_VERBOSE"] = "1";
   absl::Duration took;
   auto results = RunAll(*plan, absl::Seconds(100), &took);
-  for (const auto& r : results) {
-    if (getenv("GEOPS_TEST_DEBUG")) std::cerr << r.name << " exit=" << r.exit_code << " after " << absl::FormatDuration(r.ran)
-                         << "\n" << ReadFile(r.stderr_path);
-  }
   RequireAllFailed(results);
   REQUIRE(took < absl::Seconds(30));
   REQUIRE(AnyLogHas(results, "two workers set DMLC_ROLE_MASTER_WORKER=1"));

@@ -235,7 +235,6 @@ absl::Status CheckGeoMXVariables(const EnvLookup& env, std::vector<std::string>*
            Ignored{"MXNET_KVSTORE_HFA_K2", "HFA is off"},
            Ignored{"MXNET_KVSTORE_SIZE_LOWER_BOUND",
                    "the WAN tier sends every key dense in full precision"},
-           Ignored{"MXNET_KVSTORE_BIGARRAY_BOUND", "keys are not sliced across global servers"},
            Ignored{"DMLC_UDP_CHANNEL_NUM", "DGT is not implemented; TCP carries everything"},
            Ignored{"DMLC_K", "DGT is not implemented; TCP carries everything"},
            Ignored{"ADAPTIVE_K_FLAG", "DGT is not implemented; TCP carries everything"},
@@ -512,6 +511,10 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
                    static_cast<int>(absl::ToInt64Microseconds(c.wan_coalesce_delay)), "");
   if (!cu.ok()) return cu.status();
   c.wan_coalesce_delay = absl::Microseconds(*cu);
+  auto bb = GetInt(env, "MXNET_KVSTORE_BIGARRAY_BOUND", 0, INT32_MAX,
+                   static_cast<int>(c.bigarray_bound), "");
+  if (!bb.ok()) return bb.status();
+  c.bigarray_bound = *bb;
   if (auto s = CheckGeoMXVariables(env, &c.warnings); !s.ok()) return s;
   if (auto path = Get(env, "GEOPS_GLOBAL_KEYFILE"); path && c.in_global_tier()) {
     auto k = ReadKeyFile("GEOPS_GLOBAL_KEYFILE", *path);
@@ -594,7 +597,7 @@ Training
 GeoMX accelerators (not implemented yet)
   MXNET_KVSTORE_USE_HFA=1 and ENABLE_DGT (not 0) are refused at start;
   MXNET_KVSTORE_HFA_K1/K2, MXNET_KVSTORE_SIZE_LOWER_BOUND,
-  MXNET_KVSTORE_BIGARRAY_BOUND, DMLC_UDP_CHANNEL_NUM, DMLC_K, ADAPTIVE_K_FLAG,
+  DMLC_UDP_CHANNEL_NUM, DMLC_K, ADAPTIVE_K_FLAG,
   ENABLE_INTER_TS, ENABLE_INTRA_TS, MAX_GREED_RATE_TS and ENABLE_P3 are
   reported once as ignored, with what geops does instead.
 
@@ -625,6 +628,11 @@ Liveness
                             Default: the global (WAN) tier only.
   PS_RESEND_TIMEOUT         at most this many milliseconds from a broken
                             connection to the resend (default 1000).
+  MXNET_KVSTORE_BIGARRAY_BOUND  a key of at least this many elements is spread
+                            over every global server, a contiguous slice each,
+                            so one big tensor uses all of them (default
+                            1000000, as in GeoMX; 0: never). Give every
+                            process the same value.
   GEOPS_WAN_COALESCE_BYTES  a party server sends the sums of small keys bound
                             for the same global server in one WAN message of
                             up to this many bytes; a key this big goes alone

@@ -48,6 +48,7 @@ TierOptions MakeTierOptions(const Config& c, bool global, TierRole role) {
   o.heartbeat_timeout = global ? c.global_heartbeat_timeout : c.heartbeat_timeout;
   o.startup_timeout = c.startup_timeout;
   o.connect_timeout = c.connect_timeout;
+  o.slice_elems = c.bigarray_bound;
   if (o.transport.van == VanType::kTcp && (global ? c.resend_global : c.resend_local)) {
     o.resend_after = c.resend_timeout;
     o.transport.watch_disconnects = true;

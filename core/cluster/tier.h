@@ -42,6 +42,10 @@ struct TierOptions {
   absl::Duration heartbeat_timeout = absl::Seconds(15);
   absl::Duration startup_timeout = absl::Seconds(300);
   absl::Duration connect_timeout = absl::Seconds(30);  // until REGISTER_ACK
+  // Clients of this tier spread keys of at least this many elements over
+  // every server, a slice each, when those are global servers
+  // (MXNET_KVSTORE_BIGARRAY_BOUND); 0: never.
+  int64_t slice_elems = 0;
   // Clients of this tier resend unanswered requests after this long; unset:
   // never (rdma never: a broken queue pair does not come back).
   std::optional<absl::Duration> resend_after;
@@ -72,6 +76,7 @@ class Tier {
   // more waiting (a server sends what it batched). Set before Start().
   void set_idle_handler(std::function<void()> h) { idle_handler_ = std::move(h); }
   const std::optional<absl::Duration>& resend_after() const { return options_.resend_after; }
+  int64_t slice_elems() const { return options_.slice_elems; }
 
   // This node's registration record; adjust before Start().
   NodeInfo& mutable_self() { return options_.self; }

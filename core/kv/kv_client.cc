@@ -39,7 +39,8 @@ absl::Status KVClient::SendTracked(int ts, Message m) {
     auto it = pending_.find(ts);
     if (it != pending_.end()) {
       // Read before the send: a break during it counts as after.
-      it->second.sent[{m.header.recipient, m.header.round}] = {
+      it->second.sent[{m.header.recipient, m.header.round,
+                       (m.header.flags & msgflag::kSlice) != 0}] = {
           m, tier_.transport().Disconnects(m.header.recipient), false};
     }
   }
@@ -58,8 +59,9 @@ void KVClient::ResendLoop(absl::Duration after) {
       if (p.completing) continue;
       for (auto& [where, sent] : p.sent) {
         if (sent.answered) continue;
-        auto [it, fresh] = broken.try_emplace(where.first, 0);
-        if (fresh) it->second = tier_.transport().Disconnects(where.first);
+        const int peer = std::get<0>(where);
+        auto [it, fresh] = broken.try_emplace(peer, 0);
+        if (fresh) it->second = tier_.transport().Disconnects(peer);
         if (it->second == sent.disconnects) continue;
         sent.disconnects = it->second;
         again.push_back(sent.msg);  // shares the Buffers: no copy of values
@@ -125,20 +127,52 @@ int KVClient::Submit(Request req, Completion done) {
   std::vector<NodeInfo> servers = tier_.Members(TierRole::kServer);
   if (servers.empty()) return fail_now(absl::FailedPreconditionError("no servers in the tier"));
 
-  // Group the keys into one message per (server, round); keys are sorted,
-  // so a server's keys are a contiguous run.
+  // Which keys travel as slices, and their sizes: a key's size is that of
+  // its value or destination, or what this client last saw of it.
+  const bool slicing = Slices(servers);
+  const size_t elem = DTypeSize(req.dtype);
+  std::vector<size_t> sliced(n, 0);
+  if (slicing && elem > 0) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i = 0; i < n; ++i) {
+      size_t bytes = !req.values.empty()         ? req.values[i].size()
+                     : !req.destinations.empty() ? req.destinations[i].size()
+                                                 : 0;
+      if (bytes == 0) {
+        auto it = key_bytes_.find(req.keys[i]);
+        bytes = it == key_bytes_.end() ? 0 : it->second;
+      } else {
+        key_bytes_[req.keys[i]] = bytes;
+      }
+      const size_t elems = bytes / elem;
+      if (bytes % elem == 0 && elems >= static_cast<size_t>(tier_.slice_elems()) &&
+          elems >= servers.size()) {
+        sliced[i] = bytes;
+      }
+    }
+  }
+
+  // Group the keys into one message per (server, round, sliced or not);
+  // keys are sorted, so a server's keys are a contiguous run.
   struct Group {
     int server;
     uint64_t round;
+    bool slice;
     std::vector<size_t> idx;
   };
   std::vector<Group> groups;
-  std::map<std::pair<int, uint64_t>, size_t> where;
-  for (size_t i = 0; i < n; ++i) {
-    int s = OwnerOf(req.keys[i], static_cast<int>(servers.size()));
-    auto [it, inserted] = where.try_emplace({s, req.rounds[i]}, groups.size());
-    if (inserted) groups.push_back({s, req.rounds[i], {}});
+  std::map<std::tuple<int, uint64_t, bool>, size_t> where;
+  auto add = [&](int s, bool slice, size_t i) {
+    auto [it, inserted] = where.try_emplace({s, req.rounds[i], slice}, groups.size());
+    if (inserted) groups.push_back({s, req.rounds[i], slice, {}});
     groups[it->second].idx.push_back(i);
+  };
+  const int nservers = static_cast<int>(servers.size());
+  for (size_t i = 0; i < n; ++i) {
+    // An init also stores the whole value at the key's owner: a pull that
+    // cannot know the size (round 0) reads it there.
+    if (sliced[i] == 0 || (req.flags & msgflag::kInit)) add(OwnerOf(req.keys[i], nservers), false, i);
+    for (int s = 0; sliced[i] != 0 && s < nservers; ++s) add(s, true, i);
   }
 
   int ts = Begin(std::move(keys), std::move(done), static_cast<int>(groups.size()));
@@ -148,17 +182,26 @@ int KVClient::Submit(Request req, Completion done) {
     p.destinations = req.destinations;
     p.dtype = req.dtype;
     p.detached = req.detached;
+    if (slicing) {
+      p.sliced = sliced;
+      for (const auto& s : servers) p.servers.push_back(s.id);
+    }
     if (!failed_.ok()) {
       pending_[ts].outstanding = 0;
       Finish(ts, lock);
       return ts;
     }
   }
+  auto part = [&](const Buffer& b, size_t i, const Group& g) {
+    if (!g.slice) return b;
+    ByteRange r = SliceRange(sliced[i], elem, g.server, nservers);
+    return b.Slice(r.offset, r.length);
+  };
   for (const Group& g : groups) {
     Message m;
     m.header.command = Command::kData;
     m.header.recipient = servers[g.server].id;
-    m.header.flags = req.flags | msgflag::kRequest;
+    m.header.flags = req.flags | msgflag::kRequest | (g.slice ? msgflag::kSlice : 0);
     m.header.timestamp = ts;
     m.header.round = g.round;
     m.header.dtype = req.dtype;
@@ -169,11 +212,11 @@ int KVClient::Submit(Request req, Completion done) {
     }
     m.segments.push_back(std::move(keyseg));
     if (!req.values.empty()) {
-      for (size_t i : g.idx) m.segments.push_back(req.values[i]);
+      for (size_t i : g.idx) m.segments.push_back(part(req.values[i], i, g));
     }
     if (!req.destinations.empty()) {
       std::vector<Buffer> dest;
-      for (size_t i : g.idx) dest.push_back(req.destinations[i]);
+      for (size_t i : g.idx) dest.push_back(part(req.destinations[i], i, g));
       tier_.transport().ExpectInto(m.header.recipient, ts, std::move(dest));
     }
     if (auto s = SendTracked(ts, std::move(m)); !s.ok()) {
@@ -184,6 +227,43 @@ int KVClient::Submit(Request req, Completion done) {
     }
   }
   return ts;
+}
+
+bool KVClient::Slices(const std::vector<NodeInfo>& servers) const {
+  if (tier_.slice_elems() <= 0 || servers.size() < 2) return false;
+  if (tier_.name() == "global") return true;
+  for (const auto& s : servers) {
+    if (s.global_server) return true;
+  }
+  return false;
+}
+
+bool KVClient::PlaceSlice(Pending& p, size_t at, int server, Buffer& got) {
+  auto fail = [&](std::string why) {
+    if (p.status.ok()) p.status = absl::DataLossError(std::move(why));
+    return false;
+  };
+  auto rank = std::find(p.servers.begin(), p.servers.end(), server);
+  if (at >= p.sliced.size() || p.sliced[at] == 0 || rank == p.servers.end()) {
+    return fail(absl::StrFormat("server %d answered with a slice of key %d, which was not sliced",
+                                server, p.keys[at]));
+  }
+  const size_t whole = p.sliced[at];
+  ByteRange r = SliceRange(whole, DTypeSize(p.dtype), static_cast<int>(rank - p.servers.begin()),
+                           static_cast<int>(p.servers.size()));
+  if (got.size() != r.length) {
+    return fail(absl::StrFormat("server %d answered %d bytes for its %d-byte slice of key %d",
+                                server, got.size(), r.length, p.keys[at]));
+  }
+  Buffer& into = p.destinations.empty() ? p.values[at] : p.destinations[at];
+  if (into.empty()) into = Buffer::Allocate(whole);
+  std::byte* to = into.data() + r.offset;
+  if (got.data() != to) {
+    std::memcpy(to, got.data(), r.length);
+    bytes_copied_.fetch_add(r.length, std::memory_order_relaxed);
+  }
+  if (!p.destinations.empty()) p.values[at] = p.destinations[at];
+  return true;
 }
 
 int KVClient::SetRule(const RuleSpec& rule, Completion done) {
@@ -251,7 +331,7 @@ void KVClient::OnMessage(Message&& msg) {
   }
   Pending& p = it->second;
   if (resending) {
-    auto sent = p.sent.find({h.sender, h.round});
+    auto sent = p.sent.find({h.sender, h.round, (h.flags & msgflag::kSlice) != 0});
     if (sent == p.sent.end() || sent->second.answered) {
       duplicates_.fetch_add(1, std::memory_order_relaxed);
       return;
@@ -298,6 +378,11 @@ void KVClient::OnMessage(Message&& msg) {
       }
       size_t at = pos - p.keys.begin();
       Buffer& got = msg.segments[j + 1];
+      if (h.flags & msgflag::kSlice) {
+        PlaceSlice(p, at, h.sender, got);
+        continue;
+      }
+      if (!p.servers.empty()) key_bytes_[k] = got.size();  // slicing applies here
       if (!p.destinations.empty()) {
         const Buffer& dest = p.destinations[at];
         if (got.data() != dest.data()) {

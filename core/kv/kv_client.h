@@ -3,6 +3,13 @@
 // matches responses by timestamp, and completes each request once, with
 // per-key result Buffers that are views of the received frames.
 //
+// Keys of at least Tier::slice_elems() elements bound for global servers
+// travel as one slice per server (msgflag::kSlice), views of the caller's
+// value; the slices of a result are put together in the destination (or a
+// buffer of the client's), a copy counted in bytes_copied(). An init also
+// gives the key's owner the whole value, which later pulls of unknown size
+// (round 0) read.
+//
 // When the tier asks for it (Tier::resend_after), a thread of its own
 // resends every unanswered message whose connection broke after it was
 // sent (Transport::Disconnects), within that long of the break, and a
@@ -18,6 +25,7 @@
 #include <map>
 #include <mutex>
 #include <span>
+#include <tuple>
 #include <thread>
 #include <vector>
 
@@ -100,17 +108,26 @@ class KVClient {
     std::vector<Key> keys;
     std::vector<Buffer> values;
     std::vector<Buffer> destinations;
+    // Per key: its bytes when it travels sliced, else 0; and the servers a
+    // slice answer can come from, in rank order.
+    std::vector<size_t> sliced;
+    std::vector<int32_t> servers;
     DType dtype = DType::kNone;
     bool detached = false;
     Command command = Command::kData;  // of the request, and of its answers
     Completion done;
     bool completing = false;  // the completion is running or has run
     bool finished = false;    // Wait() may return
-    // By (server id, round): every message of the request (resend only).
-    std::map<std::pair<int, uint64_t>, Sent> sent;
+    // By (server id, round, sliced): every message of the request (resend only).
+    std::map<std::tuple<int, uint64_t, bool>, Sent> sent;
   };
 
   void OnMessage(Message&& msg);
+  // Places one server's slice of key `at` of request `p`; false (and p's
+  // status set) when it does not fit.
+  bool PlaceSlice(Pending& p, size_t at, int server, Buffer& got);
+  // Whether this tier's servers take big keys as slices.
+  bool Slices(const std::vector<NodeInfo>& servers) const;
   // One control request (SET_RULE, STATS) to every server of the tier.
   int ToEveryServer(Command command, Buffer body, Completion done);
   // Sends `m` for request `ts`, keeping a copy when resends are on.
@@ -129,6 +146,9 @@ class KVClient {
   std::atomic<uint64_t> bytes_copied_{0};
   std::atomic<uint64_t> resent_{0};
   std::atomic<uint64_t> duplicates_{0};
+  // Sizes of the keys this client has sent or received (guarded by mu_):
+  // a later pull of the key is sliced like its push.
+  std::map<Key, size_t> key_bytes_;
   bool stop_resender_ = false;  // guarded by mu_
   std::thread resender_;
 };

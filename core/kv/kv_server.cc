@@ -76,7 +76,7 @@ void KVServer::Respond(const KVRequest& req, std::vector<Buffer> values, DType d
   m.header.recipient = req.sender;
   m.header.timestamp = req.timestamp;
   m.header.round = req.round;
-  m.header.flags = req.flags & (msgflag::kPush | msgflag::kPull | msgflag::kInit);
+  m.header.flags = req.flags & (msgflag::kPush | msgflag::kPull | msgflag::kInit | msgflag::kSlice);
   m.header.dtype = dtype;
   m.header.key_count = static_cast<uint32_t>(req.keys.size());
   m.segments.push_back(Buffer::CopyOf(req.keys.data(), req.keys.size() * sizeof(Key)));
@@ -94,7 +94,8 @@ void KVServer::RespondError(const KVRequest& req, const std::string& text) {
   m.header.recipient = req.sender;
   m.header.timestamp = req.timestamp;
   m.header.round = req.round;  // with the sender, names the message it answers
-  m.header.flags = msgflag::kError;
+  // With the sender and round, the slice bit names the message it answers.
+  m.header.flags = msgflag::kError | (req.flags & msgflag::kSlice);
   m.segments.push_back(EncodeText(text));
   if (auto s = tier_.Send(std::move(m)); !s.ok()) {
     log::Warn("%s: cannot answer node %d: %s", tier_.name(), req.sender, s.message());

@@ -27,4 +27,17 @@ inline Key SpreadKey(uint64_t index, uint64_t count) {
   return static_cast<Key>(pos);
 }
 
+// Bytes [offset, offset + length) of slice `rank` of `count` of a value of
+// `bytes` bytes in elements of `elem` bytes: contiguous, in whole elements,
+// sizes differing by at most one element.
+struct ByteRange {
+  size_t offset = 0;
+  size_t length = 0;
+};
+inline ByteRange SliceRange(size_t bytes, size_t elem, int rank, int count) {
+  const size_t n = bytes / elem;
+  const size_t begin = n * rank / count, end = n * (rank + 1) / count;
+  return {begin * elem, (end - begin) * elem};
+}
+
 }  // namespace geops

@@ -51,7 +51,10 @@ inline constexpr uint32_t kPush = 1u << 1;      // carries values to add
 inline constexpr uint32_t kPull = 1u << 2;      // wants values back
 inline constexpr uint32_t kInit = 1u << 3;      // values are initial parameters
 inline constexpr uint32_t kError = 1u << 4;     // response: segment 0 is the error text
-inline constexpr uint32_t kAll = (1u << 5) - 1;
+// Every value is the recipient's slice of its key (slice r of n for server
+// rank r of n; see SliceRange): a big key spread over all the global servers.
+inline constexpr uint32_t kSlice = 1u << 5;
+inline constexpr uint32_t kAll = (1u << 6) - 1;
 }  // namespace msgflag
 
 struct Header {

@@ -1,0 +1,108 @@
+// The WAN tier: how a party server's sums cross to the global servers.
+// Real `geops` processes on 127.0.0.1, every value of every round checked
+// bit for bit by every worker (RunExact); what is asserted beyond that is
+// read from the processes' own counters and logs.
+#include <catch2/catch.hpp>
+#include <regex>
+
+#include "cluster_util.h"
+
+using namespace geops::deploy;
+using namespace geops::testing;
+
+namespace {
+
+// "NAME=N" from a process's stdout (its geops-stats line for `tier`).
+uint64_t StatOf(const std::vector<ProcessResult>& results, const std::string& process,
+                const std::string& tier, const std::string& name) {
+  for (const auto& r : results) {
+    if (r.name != process) continue;
+    std::smatch m;
+    std::regex line("geops-stats [^\\n]* tier=" + tier + " [^\\n]*\\b" + name + "=([0-9]+)");
+    if (std::regex_search(r.stdout_text, m, line)) return std::stoull(m[1]);
+  }
+  FAIL("no " << name << " of tier " << tier << " from " << process);
+  return 0;
+}
+
+// Bytes each global server summed ("server done: ... N bytes summed").
+std::vector<uint64_t> BytesSummed(const std::vector<ProcessResult>& results) {
+  std::vector<uint64_t> out;
+  for (const auto& r : results) {
+    if (r.name.find("global_server") == std::string::npos) continue;
+    std::smatch m;
+    std::string log = ReadFile(r.stderr_path);
+    REQUIRE(std::regex_search(log, m, std::regex("([0-9]+) bytes summed")));
+    out.push_back(std::stoull(m[1]));
+  }
+  return out;
+}
+
+Outcome RunChecked(const Topology& t, int trainers) {
+  const int rounds = std::stoi(t.env.at("GEOPS_ROUNDS"));
+  auto plan = Plan(t);
+  REQUIRE(plan.ok());
+  Outcome out = Run(*plan);
+  DumpFailures(out.results);
+  for (const auto& r : out.results) {
+    INFO(r.name);
+    REQUIRE(r.exit_code == 0);
+  }
+  REQUIRE(out.summary.workers_reporting == trainers);
+  REQUIRE(out.summary.mismatches == 0);
+  REQUIRE(out.summary.distinct_checksums == 1);
+  REQUIRE(out.summary.values_checked ==
+          uint64_t(trainers) * (rounds + 1) * Elements(t.env.at("GEOPS_KEY_SIZES")));
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("keys above MXNET_KVSTORE_BIGARRAY_BOUND are spread over 3 global servers",
+          "[cluster][wan]") {
+  // Two big keys among small ones; central workers train too, so the
+  // central party's own clients slice as the parties' servers do.
+  Topology t = Base(25, "5,300000,1000,250001,17,4096");
+  t.global_servers = 3;
+  t.central_training = true;
+  t.central_workers = 1;
+  t.env["MXNET_KVSTORE_BIGARRAY_BOUND"] = "200000";
+  const uint64_t per_round = 4 * Elements(t.env.at("GEOPS_KEY_SIZES"));
+  for (const char* rule : {"sum", "sgd"}) {
+    DYNAMIC_SECTION("rule " << rule) {
+      t.env["GEOPS_RULE"] = rule;
+      Outcome out = RunChecked(t, 6);
+      // Each global server summed about a third of every round: whole, the
+      // two big keys would sit on at most two of them.
+      std::vector<uint64_t> summed = BytesSummed(out.results);
+      REQUIRE(summed.size() == 3);
+      uint64_t total = 0;
+      for (uint64_t b : summed) total += b;
+      for (uint64_t b : summed) {
+        INFO("bytes summed per global server: " << summed[0] << " " << summed[1] << " "
+                                                << summed[2]);
+        REQUIRE(b * 4 >= total);
+      }
+      REQUIRE(total >= 25 * per_round * 3);  // 3 contributions per round: 2 parties + central
+    }
+  }
+}
+
+TEST_CASE("hundreds of tiny keys cross the WAN in a few messages per round",
+          "[cluster][wan]") {
+  std::string sizes;
+  for (int k = 0; k < 600; ++k) sizes += (k ? "," : "") + std::to_string(1 + k % 7);
+  Topology t = Base(20, sizes);
+  t.global_servers = 2;
+  Outcome out = RunChecked(t, 4);
+  // Per round a party server sends one push-pull per global server (plus
+  // heartbeats); without coalescing it would send 600.
+  const uint64_t sent = StatOf(out.results, "A.server0", "global", "sent_msgs");
+  INFO("A.server0 sent " << sent << " global-tier messages in 20 rounds");
+  REQUIRE(sent < 20 * 10);
+
+  // The same with coalescing off: one message per key, still exact.
+  t.env["GEOPS_WAN_COALESCE_BYTES"] = "0";
+  Outcome single = RunChecked(t, 4);
+  REQUIRE(StatOf(single.results, "A.server0", "global", "sent_msgs") >= 20 * 600);
+}
