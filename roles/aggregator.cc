@@ -241,6 +241,68 @@ void Aggregator::FlushLocked() {
   std::vector<Outgoing> out = std::move(outbox_);
   outbox_.clear();
   outbox_bytes_ = 0;
+  if (!wan_.priority) {
+    ForEachRequest(std::move(out), [this](Batch batch) { SendPushPull(batch); });
+    return;
+  }
+  for (Outgoing& o : out) {
+    const std::pair<uint64_t, Key> at = {o.round, o.key};
+    queue_.emplace(at, std::move(o));
+  }
+  Pump();
+}
+
+void Aggregator::Pump() {
+  // Highest priority first (older rounds, then lower keys: the layers the
+  // next forward pass needs first), and only while the bytes on their way
+  // leave room: what waits here can still be overtaken.
+  while (!queue_.empty() && (in_flight_ == 0 || in_flight_ < wan_.window_bytes)) {
+    std::vector<Outgoing> take;
+    size_t bytes = 0;
+    while (!queue_.empty() && (take.empty() || bytes < wan_.coalesce_bytes)) {
+      bytes += queue_.begin()->second.total.size();
+      take.push_back(std::move(queue_.begin()->second));
+      queue_.erase(queue_.begin());
+    }
+    in_flight_ += bytes;
+    ForEachRequest(std::move(take), [this](Batch batch) {
+      if (batch->front().fetch) {
+        SendPushPull(batch);
+        return;
+      }
+      size_t batch_bytes = 0;
+      for (const Outgoing& o : *batch) batch_bytes += o.total.size();
+      // The push is acknowledged once it is at the global server, whatever
+      // the other parties do: that frees the window. The result comes with
+      // the pull.
+      deferred_.push_back([this, batch, batch_bytes] {
+        std::vector<Key> keys;
+        std::vector<uint64_t> rounds;
+        std::vector<Buffer> values;
+        for (const Outgoing& o : *batch) {
+          keys.push_back(o.key);
+          rounds.push_back(o.round);
+          values.push_back(o.total);
+        }
+        upstream_->Submit({keys, std::move(values), rounds, batch->front().dtype, msgflag::kPush,
+                           {}, true},
+                          [this, batch, batch_bytes](const absl::Status& s, std::vector<Buffer>&) {
+                            std::unique_lock<std::mutex> lock(mu_);
+                            in_flight_ -= batch_bytes;
+                            for (size_t j = 0; !s.ok() && j < batch->size(); ++j) {
+                              FailKey((*batch)[j].key, absl::StrFormat("global tier: %s", s.ToString()));
+                            }
+                            Pump();
+                            RunDeferred(lock);
+                          });
+      });
+      SendPushPull(batch, /*pull_only=*/true);
+    });
+  }
+}
+
+void Aggregator::ForEachRequest(std::vector<Outgoing> out,
+                                const std::function<void(Batch)>& each) {
   // One request per kind (sums, or fetches of initial values) and dtype,
   // keys strictly increasing (a key twice, for two rounds, starts another
   // request); the client makes one message of a request's keys per global
@@ -254,37 +316,39 @@ void Aggregator::FlushLocked() {
     if (i < out.size() && kind(out[i]) == kind(out[i - 1]) && out[i].key != out[i - 1].key) {
       continue;
     }
-    auto batch = std::make_shared<std::vector<Outgoing>>(
-        std::make_move_iterator(out.begin() + begin), std::make_move_iterator(out.begin() + i));
+    each(std::make_shared<std::vector<Outgoing>>(std::make_move_iterator(out.begin() + begin),
+                                                 std::make_move_iterator(out.begin() + i)));
     begin = i;
-    deferred_.push_back([this, batch] {
-      std::vector<Key> keys;
-      std::vector<uint64_t> rounds;
-      std::vector<Buffer> values;
-      for (const Outgoing& o : *batch) {
-        keys.push_back(o.key);
-        rounds.push_back(o.round);
-        if (!o.fetch) values.push_back(o.total);
-      }
-      const bool fetch = batch->front().fetch;
-      upstream_->Submit(
-          {keys, std::move(values), rounds, batch->front().dtype,
-           fetch ? msgflag::kPull : msgflag::kPush | msgflag::kPull, {}, true},
-          [this, batch](const absl::Status& s, std::vector<Buffer>& results) {
-            std::unique_lock<std::mutex> lock(mu_);
-            for (size_t j = 0; j < batch->size(); ++j) {
-              const Outgoing& o = (*batch)[j];
-              if (!s.ok() || results.size() != batch->size() ||
-                  (!o.fetch && results[j].empty())) {
-                FailKey(o.key, absl::StrFormat("global tier: %s", s.ToString()));
-              } else {
-                Publish(o.key, o.round, o.dtype, std::move(results[j]));
-              }
-            }
-            RunDeferred(lock);
-          });
-    });
   }
+}
+
+void Aggregator::SendPushPull(Batch batch, bool pull_only) {
+  deferred_.push_back([this, batch, pull_only] {
+    std::vector<Key> keys;
+    std::vector<uint64_t> rounds;
+    std::vector<Buffer> values;
+    const bool pull = pull_only || batch->front().fetch;
+    for (const Outgoing& o : *batch) {
+      keys.push_back(o.key);
+      rounds.push_back(o.round);
+      if (!pull) values.push_back(o.total);
+    }
+    upstream_->Submit(
+        {keys, std::move(values), rounds, batch->front().dtype,
+         pull ? msgflag::kPull : msgflag::kPush | msgflag::kPull, {}, true},
+        [this, batch](const absl::Status& s, std::vector<Buffer>& results) {
+          std::unique_lock<std::mutex> lock(mu_);
+          for (size_t j = 0; j < batch->size(); ++j) {
+            const Outgoing& o = (*batch)[j];
+            if (!s.ok() || results.size() != batch->size() || (!o.fetch && results[j].empty())) {
+              FailKey(o.key, absl::StrFormat("global tier: %s", s.ToString()));
+            } else {
+              Publish(o.key, o.round, o.dtype, std::move(results[j]));
+            }
+          }
+          RunDeferred(lock);
+        });
+  });
 }
 
 void Aggregator::Fetch(Key key, uint64_t round, DType dtype) {

@@ -32,6 +32,14 @@ struct WanOptions {
   // this big leaves at once. 0: every key in a message of its own.
   size_t coalesce_bytes = 64 << 10;
   absl::Duration coalesce_delay = absl::Milliseconds(1);
+  // P3 (ENABLE_P3): sums leave in priority order, older rounds first and
+  // then lower keys (keys numbered in forward order, as frameworks register
+  // layers, so the layers the next forward pass needs first go first), and
+  // at most `window_bytes` of them are on their way at once, each push
+  // acknowledged on arrival: a key queued behind a big one overtakes
+  // everything that has not left yet.
+  bool priority = false;
+  size_t window_bytes = 8 << 20;
 };
 
 class Aggregator {
@@ -117,10 +125,21 @@ class Aggregator {
     Buffer total;  // the party's sum; none for a fetch
     bool fetch;    // a pull of the initial value (round 0)
   };
+  using Batch = std::shared_ptr<std::vector<Outgoing>>;
   void Enqueue(Outgoing o);
+  // Splits `out` into requests the client accepts and calls `each` on them.
+  void ForEachRequest(std::vector<Outgoing> out, const std::function<void(Batch)>& each);
+  // One push-pull (or pull) request for `batch`, results published.
+  void SendPushPull(Batch batch, bool pull_only = false);
+  // P3: sends from queue_ while the window allows.
+  void Pump();
   std::vector<Outgoing> outbox_;  // party sums and fetches not yet sent
   size_t outbox_bytes_ = 0;
   absl::Time outbox_since_;       // when its oldest entry came
+  // P3: what waits for the window, by (round, key); and the bytes of
+  // pushes sent and not yet acknowledged.
+  std::multimap<std::pair<uint64_t, Key>, Outgoing> queue_;
+  size_t in_flight_ = 0;
 };
 
 }  // namespace geops

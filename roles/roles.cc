@@ -109,6 +109,8 @@ absl::Status RunServer(const Config& c) {
   WanOptions wan;
   wan.coalesce_bytes = c.wan_coalesce_bytes;
   wan.coalesce_delay = c.wan_coalesce_delay;
+  wan.priority = c.wan_priority;
+  wan.window_bytes = c.wan_window_bytes;
   agg = std::make_unique<Aggregator>(upstream.get(), wan);
   // A party server sends its batched sums once it has read every message
   // its workers sent so far.

@@ -267,15 +267,43 @@ TEST_CASE("GeoMX accelerator variables are refused or reported, never ignored si
   e["ENABLE_DGT"] = "2";
   RequireError(e, "ENABLE_DGT", "2");
   e.erase("ENABLE_DGT");
-  e["ENABLE_P3"] = "1";
+  e["ENABLE_INTER_TS"] = "1";
   e["MXNET_KVSTORE_SIZE_LOWER_BOUND"] = "200000";
   auto c = Parse(e);
   REQUIRE(c.ok());
   REQUIRE(c->warnings.size() == 2);
   std::string all = c->warnings[0] + "\n" + c->warnings[1];
-  REQUIRE(all.find("ENABLE_P3=\"1\"") != std::string::npos);
+  REQUIRE(all.find("ENABLE_INTER_TS=\"1\"") != std::string::npos);
   REQUIRE(all.find("MXNET_KVSTORE_SIZE_LOWER_BOUND=\"200000\"") != std::string::npos);
   REQUIRE(Parse(Local("worker"))->warnings.empty());
+}
+
+TEST_CASE("the WAN tier's variables parse and are checked") {
+  Env e = Local("worker");
+  auto c = Parse(e);
+  REQUIRE(c->bigarray_bound == 1000000);  // GeoMX's default
+  REQUIRE_FALSE(c->wan_priority);
+  REQUIRE(c->wan_coalesce_bytes == 65536);
+  e["ENABLE_P3"] = "1";
+  e["GEOPS_WAN_WINDOW_MB"] = "2";
+  e["MXNET_KVSTORE_BIGARRAY_BOUND"] = "0";
+  e["GEOPS_WAN_COALESCE_BYTES"] = "0";
+  e["GEOPS_WAN_COALESCE_US"] = "250";
+  c = Parse(e);
+  REQUIRE(c.ok());
+  REQUIRE(c->warnings.empty());  // implemented now, so not reported as ignored
+  REQUIRE(c->wan_priority);
+  REQUIRE(c->wan_window_bytes == size_t{2} << 20);
+  REQUIRE(c->bigarray_bound == 0);
+  REQUIRE(c->wan_coalesce_bytes == 0);
+  REQUIRE(c->wan_coalesce_delay == absl::Microseconds(250));
+  for (auto [name, bad] : {std::pair{"ENABLE_P3", "yes please"}, {"GEOPS_WAN_WINDOW_MB", "0"},
+                           {"MXNET_KVSTORE_BIGARRAY_BOUND", "-1"},
+                           {"GEOPS_WAN_COALESCE_BYTES", "lots"}, {"GEOPS_WAN_COALESCE_US", "-5"}}) {
+    Env b = e;
+    b[name] = bad;
+    RequireError(b, name, bad);
+  }
 }
 
 TEST_CASE("limits and timeouts of the trust work parse and are checked") {
@@ -319,7 +347,8 @@ TEST_CASE("geops --help documents every variable") {
         "GEOPS_DTYPE", "GEOPS_RULE", "GEOPS_LR", "GEOPS_PROGRESS", "GEOPS_RDMA_MEM_LIMIT",
         "GEOPS_RDMA_SLOT_BYTES", "GEOPS_CONNECT_TIMEOUT", "GEOPS_MAX_MESSAGE_MB", "GEOPS_PARTY",
         "MXNET_KVSTORE_USE_HFA", "ENABLE_P3", "GEOPS_GLOBAL_KEYFILE", "GEOPS_LOCAL_KEYFILE",
-        "GEOPS_RDMA_SECRET_FILE", "GEOPS_GLOBAL_HEARTBEAT_TIMEOUT"}) {
+        "GEOPS_RDMA_SECRET_FILE", "GEOPS_GLOBAL_HEARTBEAT_TIMEOUT", "GEOPS_WAN_WINDOW_MB",
+        "GEOPS_WAN_COALESCE_BYTES", "GEOPS_WAN_COALESCE_US", "MXNET_KVSTORE_BIGARRAY_BOUND"}) {
     INFO(v);
     REQUIRE(help.find(v) != std::string::npos);
   }

@@ -106,3 +106,18 @@ TEST_CASE("hundreds of tiny keys cross the WAN in a few messages per round",
   Outcome single = RunChecked(t, 4);
   REQUIRE(StatOf(single.results, "A.server0", "global", "sent_msgs") >= 20 * 600);
 }
+
+TEST_CASE("ENABLE_P3: sums leave by priority through a small window, still exact",
+          "[cluster][wan]") {
+  // Big keys (sliced over 2 global servers) and small ones, a 1 MiB window
+  // so that most of every round waits its turn, and the sgd rule.
+  Topology t = Base(20, "400000,5,1000,300000,17,4096,250000");
+  t.global_servers = 2;
+  t.env["ENABLE_P3"] = "1";
+  t.env["GEOPS_WAN_WINDOW_MB"] = "1";
+  t.env["MXNET_KVSTORE_BIGARRAY_BOUND"] = "200000";
+  t.env["GEOPS_RULE"] = "sgd";
+  Outcome out = RunChecked(t, 4);
+  // Pushes and pulls travel apart: at least two requests per batch.
+  REQUIRE(StatOf(out.results, "A.server0", "global", "sent_msgs") >= 20 * 4);
+}

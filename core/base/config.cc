@@ -241,7 +241,6 @@ absl::Status CheckGeoMXVariables(const EnvLookup& env, std::vector<std::string>*
            Ignored{"ENABLE_INTER_TS", "TSEngine is not implemented; ZeroMQ schedules the links"},
            Ignored{"ENABLE_INTRA_TS", "TSEngine is not implemented; ZeroMQ schedules the links"},
            Ignored{"MAX_GREED_RATE_TS", "TSEngine is not implemented"},
-           Ignored{"ENABLE_P3", "keys leave in key order, not by layer priority"},
        }) {
     if (auto v = Get(env, i.name)) {
       warnings->push_back(absl::StrFormat("%s=\"%s\" is a GeoMX setting geops ignores: %s", i.name,
@@ -511,6 +510,12 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
                    static_cast<int>(absl::ToInt64Microseconds(c.wan_coalesce_delay)), "");
   if (!cu.ok()) return cu.status();
   c.wan_coalesce_delay = absl::Microseconds(*cu);
+  auto p3 = GetBool(env, "ENABLE_P3");
+  if (!p3.ok()) return p3.status();
+  c.wan_priority = *p3;
+  auto win = GetInt(env, "GEOPS_WAN_WINDOW_MB", 1, 4096, static_cast<int>(c.wan_window_bytes >> 20), "");
+  if (!win.ok()) return win.status();
+  c.wan_window_bytes = static_cast<size_t>(*win) << 20;
   auto bb = GetInt(env, "MXNET_KVSTORE_BIGARRAY_BOUND", 0, INT32_MAX,
                    static_cast<int>(c.bigarray_bound), "");
   if (!bb.ok()) return bb.status();
@@ -598,8 +603,8 @@ GeoMX accelerators (not implemented yet)
   MXNET_KVSTORE_USE_HFA=1 and ENABLE_DGT (not 0) are refused at start;
   MXNET_KVSTORE_HFA_K1/K2, MXNET_KVSTORE_SIZE_LOWER_BOUND,
   DMLC_UDP_CHANNEL_NUM, DMLC_K, ADAPTIVE_K_FLAG,
-  ENABLE_INTER_TS, ENABLE_INTRA_TS, MAX_GREED_RATE_TS and ENABLE_P3 are
-  reported once as ignored, with what geops does instead.
+  ENABLE_INTER_TS, ENABLE_INTRA_TS and MAX_GREED_RATE_TS are reported once
+  as ignored, with what geops does instead.
 
 Networking
   DMLC_NODE_HOST            IPv4 address this node listens on and advertises.
@@ -641,6 +646,14 @@ Liveness
                             (microseconds, default 1000); a batch also leaves
                             as soon as the server has read every message its
                             workers sent.
+  ENABLE_P3                 1: a party server sends its sums in priority order
+                            (older rounds first, then lower keys: number keys
+                            in forward order, as frameworks register layers)
+                            with at most GEOPS_WAN_WINDOW_MB on their way, so
+                            the first layers overtake big tensors still
+                            queued (P3, as in GeoMX). Default 0: as they come.
+  GEOPS_WAN_WINDOW_MB       that window in MiB (default 8); make it at least
+                            the WAN's rate x RTT, or the link idles.
   GEOPS_GLOBAL_HEARTBEAT_TIMEOUT  the same for the global (WAN) tier, which
                             may need longer: a link between data centres can
                             stall for seconds and recover (default: as
