@@ -42,7 +42,7 @@ std::string PartyName(int index) {
 // the central party; every worker, wherever it is, is their client.
 absl::StatusOr<std::vector<ProcessSpec>> Flat(const GeoCluster& c) {
   auto host_of = [&](int p) { return c.party_hosts.empty() ? "127.0.0.1" : c.party_hosts[p]; };
-  auto port = FreePort(host_of(0));
+  auto port = deploy::FreePort(host_of(0));
   if (!port.ok()) return port.status();
   const int central = c.central_workers ? c.workers : 1;
   Env common = PassThroughEnv();

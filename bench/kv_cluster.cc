@@ -31,7 +31,7 @@ using deploy::ProcessSpec;
 using Env = std::map<std::string, std::string>;
 
 absl::StatusOr<std::vector<ProcessSpec>> SingleTier(const KvCluster& c) {
-  auto port = FreePort(c.host);
+  auto port = deploy::FreePort(c.host);
   if (!port.ok()) return port.status();
   Env common = PassThroughEnv();
   common["DMLC_PS_ROOT_URI"] = c.host;

@@ -54,18 +54,6 @@ absl::StatusOr<std::string> LocalAddressTowards(const std::string& host) {
   return std::string(buf);
 }
 
-absl::StatusOr<int> FreePort(const std::string& host) {
-  auto a = Ipv4(host, 0);
-  if (!a.ok()) return a.status();
-  Socket s(SOCK_STREAM);
-  socklen_t len = sizeof(*a);
-  if (s.fd() < 0 || bind(s.fd(), reinterpret_cast<const sockaddr*>(&*a), sizeof(*a)) != 0 ||
-      getsockname(s.fd(), reinterpret_cast<sockaddr*>(&*a), &len) != 0) {
-    return absl::UnavailableError(absl::StrCat("cannot find a free port on ", host));
-  }
-  return ntohs(a->sin_port);
-}
-
 absl::Status SplitHostPort(const std::string& text, std::string* host, int* port) {
   auto colon = text.rfind(':');
   if (colon == std::string::npos || colon == 0 ||

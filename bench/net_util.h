@@ -11,10 +11,6 @@ namespace geops::bench {
 // address a peer on that path can reach us at.
 absl::StatusOr<std::string> LocalAddressTowards(const std::string& host);
 
-// A TCP port on `host` that was free a moment ago (for a scheduler that
-// must be told its port before it starts).
-absl::StatusOr<int> FreePort(const std::string& host);
-
 // "host:port" -> host, port.
 absl::Status SplitHostPort(const std::string& text, std::string* host, int* port);
 

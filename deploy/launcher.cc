@@ -13,6 +13,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <random>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -28,21 +29,46 @@ namespace {
 
 volatile std::sig_atomic_t g_stop_requested = 0;
 
+}  // namespace
+
 absl::StatusOr<int> FreePort(const std::string& host) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return absl::InternalError("socket() failed");
   sockaddr_in a{};
   a.sin_family = AF_INET;
-  inet_pton(AF_INET, host.c_str(), &a.sin_addr);
-  socklen_t len = sizeof(a);
-  int rc = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  if (rc == 0) rc = getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  if (rc != 0) return absl::InternalError(absl::StrCat("cannot find a free port on ", host));
-  return ntohs(a.sin_port);
+  if (inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", host, "\" is not an IPv4 address"));
+  }
+  auto binds = [&](int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    socklen_t len = sizeof(a);
+    int got = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+                      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0
+                  ? ntohs(a.sin_port)
+                  : -1;
+    close(fd);
+    return got;
+  };
+  // Outside the kernel's ephemeral range: a port from inside it can be
+  // taken by any outgoing connection (the cluster's own ones included)
+  // between now and the moment the scheduler binds it.
+  int lo = 32768, hi = 60999;
+  if (FILE* f = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r")) {
+    if (std::fscanf(f, "%d %d", &lo, &hi) != 2) lo = 32768, hi = 60999;
+    std::fclose(f);
+  }
+  int first = 10000, last = lo - 1;
+  if (last - first < 1000) first = hi + 1, last = 65535;
+  if (last - first >= 100) {
+    std::mt19937 rng(std::random_device{}());
+    std::uniform_int_distribution<int> pick(first, last);
+    for (int i = 0; i < 200; ++i) {
+      if (int p = binds(pick(rng)); p > 0) return p;
+    }
+  }
+  if (int p = binds(0); p > 0) return p;
+  return absl::UnavailableError(absl::StrCat("cannot find a free port on ", host));
 }
-
-}  // namespace
 
 absl::StatusOr<std::vector<ProcessSpec>> Plan(const Topology& t) {
   if (t.parties < 0 || t.servers_per_party < 1 || t.workers_per_party < 1 ||

@@ -39,6 +39,11 @@ struct ProcessSpec {
   std::map<std::string, std::string> env;
 };
 
+// A TCP port on `host` (IPv4) that was free a moment ago, for a scheduler
+// that must be told its port before it starts. Picked at random outside
+// the kernel's ephemeral range, where no outgoing connection can take it.
+absl::StatusOr<int> FreePort(const std::string& host);
+
 // Every process of `t`, schedulers first. Scheduler ports are picked free.
 absl::StatusOr<std::vector<ProcessSpec>> Plan(const Topology& t);
 
