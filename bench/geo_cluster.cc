@@ -4,10 +4,9 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 
@@ -91,7 +90,7 @@ absl::StatusOr<std::vector<ProcessSpec>> Hier(const GeoCluster& c) {
 struct RoundLine {
   int party = 0, round = 0;
   bool timed = false, wan = false;
-  double seconds = 0, first = 0;
+  double seconds = 0, first = 0, any = 0;
   uint64_t lan = 0, up = 0, down = 0, msgs = 0, mismatches = 0;
 };
 
@@ -109,6 +108,7 @@ std::vector<RoundLine> ParseRounds(const std::string& text) {
     if (absl::SimpleAtoi(kv["party"], &r.party) && absl::SimpleAtoi(kv["round"], &r.round) &&
         absl::SimpleAtoi(kv["timed"], &timed) && absl::SimpleAtoi(kv["wan"], &wan) &&
         absl::SimpleAtod(kv["seconds"], &r.seconds) && absl::SimpleAtod(kv["first_key_s"], &r.first) &&
+        absl::SimpleAtod(kv["first_result_s"], &r.any) &&
         absl::SimpleAtoi(kv["lan_bytes"], &r.lan) &&
         absl::SimpleAtoi(kv["wan_up"], &r.up) && absl::SimpleAtoi(kv["wan_down"], &r.down) &&
         absl::SimpleAtoi(kv["wan_msgs"], &r.msgs) &&
@@ -126,6 +126,7 @@ struct Round {
   bool timed = false;
   double seconds = 0;  // the slowest worker's: a synchronous step waits for it
   double first = 0;    // ... and when the slowest got key 0 (the first layer)
+  double any = 0;      // ... and its first result of all
   uint64_t lan = 0, wan = 0, wan_msgs = 0, mismatches = 0;
   std::map<int, std::pair<uint64_t, uint64_t>> party_wan;  // up, down
   double lower_bound = NAN;
@@ -224,9 +225,13 @@ absl::Status RunGeoCluster(const GeoCluster& c, const GeoWorkload& w) {
   }
 
   std::string log_dir = c.log_dir;
-  if (!log_dir.empty() && mkdir(log_dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--log-dir ", log_dir, ": cannot create it: ", std::strerror(errno)));
+  if (!log_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(log_dir, ec);
+    if (ec) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--log-dir ", log_dir, ": cannot create it: ", ec.message()));
+    }
   }
   if (log_dir.empty()) {
     char tmpl[] = "/tmp/geops-bench-geo.XXXXXX";
@@ -268,6 +273,7 @@ absl::Status RunGeoCluster(const GeoCluster& c, const GeoWorkload& w) {
       R.timed = l.timed;
       R.seconds = std::max(R.seconds, l.seconds);
       R.first = std::max(R.first, l.first);
+      R.any = std::max(R.any, l.any);
       R.lan += l.lan;
       R.mismatches += l.mismatches;
       if (l.wan) {
@@ -288,10 +294,10 @@ absl::Status RunGeoCluster(const GeoCluster& c, const GeoWorkload& w) {
     if (csv == nullptr) return absl::InternalError(absl::StrCat("cannot write ", c.csv));
     if (fresh) {
       std::fputs("label,mode,model,model_bytes,parties,workers,round,timed,seconds,wan_bytes,"
-                 "lan_bytes,wan_msgs,lower_bound_s,mismatches,first_key_s\n", csv);
+                 "lan_bytes,wan_msgs,lower_bound_s,mismatches,first_key_s,first_result_s\n", csv);
     }
   }
-  std::vector<double> times, bounds, wan, lan, msgs, firsts;
+  std::vector<double> times, bounds, wan, lan, msgs, firsts, anys;
   bool complete = !rounds.empty() && static_cast<int>(rounds.size()) == w.warmup + w.rounds;
   uint64_t mismatches = 0;
   for (auto& [n, R] : rounds) {
@@ -299,18 +305,19 @@ absl::Status RunGeoCluster(const GeoCluster& c, const GeoWorkload& w) {
     complete &= R.workers == trainers;
     mismatches += R.mismatches;
     if (csv) {
-      std::fprintf(csv, "%s,%s,%s,%lld,%d,%d,%d,%d,%.6f,%llu,%llu,%llu,%.6f,%llu,%.6f\n",
+      std::fprintf(csv, "%s,%s,%s,%lld,%d,%d,%d,%d,%.6f,%llu,%llu,%llu,%.6f,%llu,%.6f,%.6f\n",
                    c.label.c_str(),
                    flat ? "flat" : "hier", model->name.c_str(),
                    static_cast<long long>(model->bytes()), c.parties, c.workers, n, R.timed ? 1 : 0,
                    R.seconds, static_cast<unsigned long long>(R.wan),
                    static_cast<unsigned long long>(R.lan),
                    static_cast<unsigned long long>(R.wan_msgs), R.lower_bound,
-                   static_cast<unsigned long long>(R.mismatches), R.first);
+                   static_cast<unsigned long long>(R.mismatches), R.first, R.any);
     }
     if (!R.timed) continue;
     times.push_back(R.seconds);
     firsts.push_back(R.first);
+    anys.push_back(R.any);
     wan.push_back(static_cast<double>(R.wan));
     lan.push_back(static_cast<double>(R.lan));
     msgs.push_back(static_cast<double>(R.wan_msgs));
@@ -319,7 +326,7 @@ absl::Status RunGeoCluster(const GeoCluster& c, const GeoWorkload& w) {
   if (csv) std::fclose(csv);
 
   Percentiles t = Summarize(times), b = Summarize(bounds), wb = Summarize(wan), lb = Summarize(lan),
-              mb = Summarize(msgs), fk = Summarize(firsts);
+              mb = Summarize(msgs), fk = Summarize(firsts), fr = Summarize(anys);
   // What the bytes should be: each party link carries the model up and
   // down once (hier), or once per worker of that party (flat).
   const double model_bytes = static_cast<double>(model->bytes());
@@ -327,13 +334,14 @@ absl::Status RunGeoCluster(const GeoCluster& c, const GeoWorkload& w) {
   const double lower = bounds.empty() ? NAN : b.p50;
   std::printf("geops-bench-geo mode=%s model=%s tensors=%zu model_bytes=%lld parties=%d "
               "workers=%d servers=%d global_servers=%d central_workers=%d rounds=%zu "
-              "round_p50_s=%.6f round_p99_s=%.6f first_key_p50_s=%.6f wan_bytes_per_round=%.0f "
+              "round_p50_s=%.6f round_p99_s=%.6f first_key_p50_s=%.6f first_result_p50_s=%.6f "
+              "wan_bytes_per_round=%.0f "
               "wan_bytes_expected=%.0f wan_ratio=%.4f wan_msgs_per_round=%.0f lan_bytes_per_round=%.0f "
               "lower_bound_s=%.6f "
               "ratio_to_bound=%.3f mismatches=%llu processes_failed=%d label=%s\n",
               flat ? "flat" : "hier", model->name.c_str(), model->elems.size(),
               static_cast<long long>(model->bytes()), c.parties, c.workers, flat ? 0 : c.servers,
-              c.global_servers, c.central_workers ? 1 : 0, times.size(), t.p50, t.p99, fk.p50, wb.p50,
+              c.global_servers, c.central_workers ? 1 : 0, times.size(), t.p50, t.p99, fk.p50, fr.p50, wb.p50,
               expected_wan, wb.p50 / expected_wan, mb.p50, lb.p50, lower, t.p50 / lower,
               static_cast<unsigned long long>(mismatches), failed,
               c.label.empty() ? "-" : c.label.c_str());

@@ -21,7 +21,7 @@ run() {
   "$build/geops-bench-geo" --parties 2 --workers 2 --rounds 5 --warmup 1 --csv "$out/rounds.csv" \
     --label "$label" --log-dir "$out/logs/$tag" "$@" > "$out/$tag.log" 2>&1 || true
   local line
-  line=$(grep '^geops-bench-geo mode=' "$out/$tag.log" | tail -1)
+  line=$(grep '^geops-bench-geo mode=' "$out/$tag.log" | tail -1 || true)
   echo "$tag: ${line:-FAILED (see $out/$tag.log)}" | tee -a "$out/summary.txt"
 }
 for i in $(seq "$repeats"); do
@@ -30,7 +30,8 @@ for i in $(seq "$repeats"); do
   ENABLE_P3=1 GEOPS_WAN_WINDOW_MB=1 run "hier-p3.$i" --mode hier "${model[@]}"
   "$build/geops-bench-geo" --parties 2 --workers 2 --rounds 5 --warmup 1 --mode hier \
     --model sizes:1000x1K --label "$label-1000x1K" > "$out/tiny.$i.log" 2>&1 || true
-  echo "tiny.$i: $(grep '^geops-bench-geo mode=' "$out/tiny.$i.log" | tail -1)" | tee -a "$out/summary.txt"
+  echo "tiny.$i: $(grep '^geops-bench-geo mode=' "$out/tiny.$i.log" | tail -1 || true)" |
+    tee -a "$out/summary.txt"
 done
 if python3 -c 'import matplotlib' 2>/dev/null; then
   python3 "$(dirname "$0")/plot_geo.py" "$out/geo.png" "$out/rounds.csv"

@@ -54,12 +54,13 @@ emulated links, and the lab's configured rates and RTTs give the lower bound.
 Output: geo-progress lines per round while it runs, then one line:
   geops-bench-geo mode=.. model=.. tensors=.. model_bytes=.. parties=.. workers=..
     servers=.. global_servers=.. central_workers=.. rounds=.. round_p50_s=..
-    round_p99_s=.. first_key_p50_s=.. wan_bytes_per_round=.. wan_bytes_expected=.. wan_ratio=..
+    round_p99_s=.. first_key_p50_s=.. first_result_p50_s=.. wan_bytes_per_round=.. wan_bytes_expected=.. wan_ratio=..
     wan_msgs_per_round=.. lan_bytes_per_round=.. lower_bound_s=.. ratio_to_bound=.. mismatches=..
     processes_failed=.. label=..
 first_key_p50_s: when the first tensor's result (key 0, the first layer,
 which the next forward pass needs first) arrived; ENABLE_P3=1 brings it
-forward. WAN and LAN bytes are medians over the timed rounds of what the transports
+forward; first_result_p50_s: when the first result of any tensor arrived
+(how much of a round's download overlaps its upload). WAN and LAN bytes are medians over the timed rounds of what the transports
 counted (message headers and payload; not TCP/IP headers). hier: each
 party's servers report their global tier's counters between rounds; flat:
 each worker outside the central party counts its own. wan_bytes_expected is
