@@ -2,10 +2,14 @@
 
 #include <unistd.h>
 
+#include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "deploy/launcher.h"
 
 namespace geops::bench {
 
@@ -47,6 +51,52 @@ std::string LastLine(const std::string& path) {
     if (!line.empty()) last = line;
   }
   return last;
+}
+
+absl::Status RunBenchWorker(const std::string& not_a_worker, const WorkerBody& body) {
+  auto c = ParseConfig(ProcessEnv());
+  if (!c.ok()) return c.status();
+  if (c->role != Role::kWorker) return absl::InvalidArgumentError(not_a_worker);
+  TierOptions to = MakeTierOptions(*c, /*global=*/false, TierRole::kWorker);
+  to.self.master = c->master_worker;
+  auto t = Tier::Create(to);
+  if (!t.ok()) return t.status();
+  std::unique_ptr<Tier> tier = std::move(*t);
+  auto kv = std::make_unique<KVWorker<float>>(*tier);
+  if (auto s = tier->Start(); !s.ok()) return s;
+  const NodeInfo* me = tier->Find(tier->my_id());  // the scheduler decided who trains
+  absl::Status s = body(*c, *tier, *kv, me != nullptr && me->trains);
+  if (s.ok()) {
+    s = tier->Finalize();
+  } else if (tier->health().ok()) {
+    tier->Abort(absl::StrFormat("bench worker rank %d: %s", tier->my_rank(), s.message()));
+  }
+  // The tier first: its receive thread calls into the worker until joined.
+  tier.reset();
+  kv.reset();
+  return s;
+}
+
+int ClusterBenchMain(int argc, char** argv, const char* name, const char* exec_var,
+                     const std::function<absl::Status(std::vector<std::string>)>& run) {
+  if (const char* exe = std::getenv(exec_var); exe && argc == 1) {
+    std::string path = exe;
+    unsetenv(exec_var);
+    char* args[] = {path.data(), nullptr};
+    execv(path.c_str(), args);
+    std::perror(absl::StrCat(name, ": exec ", path).c_str());
+    return 127;
+  }
+  std::signal(SIGPIPE, SIG_IGN);
+  // Ctrl-C stops the whole local cluster, not just this process.
+  std::signal(SIGINT, [](int) { deploy::Cluster::RequestStop(); });
+  std::signal(SIGTERM, [](int) { deploy::Cluster::RequestStop(); });
+  absl::Status s = run(std::vector<std::string>(argv + 1, argv + argc));
+  if (!s.ok()) {
+    std::fprintf(stderr, "%s: %s\n", name, std::string(s.message()).c_str());
+    return absl::IsInvalidArgument(s) ? 2 : 1;
+  }
+  return 0;
 }
 
 }  // namespace geops::bench

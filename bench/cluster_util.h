@@ -3,10 +3,15 @@
 // every process gets, and why a process failed.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/base/config.h"
+#include "core/cluster/tier.h"
+#include "core/kv/kv_worker.h"
 
 namespace geops::bench {
 
@@ -19,5 +24,19 @@ absl::StatusOr<std::string> GeopsNextToSelf();
 std::map<std::string, std::string> PassThroughEnv();
 // The last non-empty line of a file: usually why a process failed.
 std::string LastLine(const std::string& path);
+
+// A bench worker's life in a cluster the bench started: its Config from
+// the DMLC_* environment (`not_a_worker` is the error when DMLC_ROLE is not
+// worker), its tier joined, `body` run (with whether the scheduler made it
+// a trainer), then the tier left, or aborted naming the worker's error.
+using WorkerBody = std::function<absl::Status(const Config&, Tier&, KVWorker<float>&, bool trains)>;
+absl::Status RunBenchWorker(const std::string& not_a_worker, const WorkerBody& body);
+
+// main() of a bench that starts its own cluster: a process started with
+// `exec_var` set (and no arguments) becomes that program (`geops`) at
+// once; otherwise Ctrl-C stops the whole cluster, and an error from `run`
+// is printed as "NAME: message", exit status 2 for bad usage, else 1.
+int ClusterBenchMain(int argc, char** argv, const char* name, const char* exec_var,
+                     const std::function<absl::Status(std::vector<std::string>)>& run);
 
 }  // namespace geops::bench

@@ -1,38 +1,76 @@
 #!/usr/bin/env bash
-# The figures of the README's "Cross-DC experiments": run inside the lab,
-#   deploy/lab/lab.sh --parties 3 --wan-rate 100mbit --wan-delay 10ms -- \
-#     bench/geo_figures.sh BUILD_DIR OUT_DIR [REPEATS]
-# Each setting runs REPEATS times (default 3), alternating, into
-# OUT_DIR/rounds.csv; every summary line goes to OUT_DIR/summary.txt, and
-# bench/plot_geo.py draws OUT_DIR/geo.png when matplotlib is there.
+# The figures of the README's "Cross-DC experiments", as root on a host
+# whose kernel has netem (or inside the SoftRoCE VM):
+#   bench/geo_figures.sh BUILD_DIR OUT_DIR [REPEATS]
+# brings the WAN lab up three times (deploy/lab/lab.sh: central + 2 parties,
+# 2 workers each):
+#   1. 10 Mbit/s, 20 ms RTT: hier, flat and hier with ENABLE_P3, a scaled
+#      ResNet-50 (resnet50 --scale 64, 1.6 MB), REPEATS runs each,
+#      alternating (the rate a TCG-emulated VM's CPUs keep saturated);
+#   2. and 3. 1000 keys of 1 KiB, hier, at 1 Gbit/s with a 200 ms and a
+#      0.2 ms RTT (100us one way): the difference is what the RTT costs a round.
+# Per-round CSV in OUT_DIR/rounds.csv, summary lines in OUT_DIR/summary.txt,
+# medians in OUT_DIR/figures.txt, the plot in OUT_DIR/geo.png (matplotlib).
 set -euo pipefail
-build=$(cd "$1" && pwd)
-out=$2
-repeats=${3:-3}
-mkdir -p "$out"
-[ -n "${LAB_PARTIES:-}" ] || { echo "geo_figures: run me inside deploy/lab/lab.sh" >&2; exit 2; }
-# The lab's link setting, for the labels: "100mbit-20ms" (rate, RTT).
-label=$(awk '/^lab-link A->central/ { for (i = 1; i <= NF; i++) {
-  if ($i ~ /^configured_rate=/) r = substr($i, 17); if ($i ~ /^configured_rtt_ms=/) t = substr($i, 19) }
-  print r "-" t "ms"; exit }' "$LAB_STATE_DIR/links.txt")
-model=(--model resnet50 --scale 16)
+here=$(cd "$(dirname "$0")" && pwd)
+if [ "${1:-}" != --inside ]; then
+  build=$(cd "$1" && pwd)
+  mkdir -p "$2"
+  out=$(cd "$2" && pwd)
+  repeats=${3:-3}
+  lab=$here/../deploy/lab/lab.sh
+  : > "$out/summary.txt"
+  rm -f "$out/rounds.csv"
+  bash "$lab" --parties 3 --addrs-per-party 4 --wan-rate 10mbit --wan-delay 10ms \
+    --measure-seconds 3 -- bash "$0" --inside models "$build" "$out" "$repeats"
+  bash "$lab" --parties 3 --addrs-per-party 4 --wan-rate 1gbit --wan-delay 100ms \
+    --no-measure-rate -- bash "$0" --inside tiny "$build" "$out" "$repeats"
+  bash "$lab" --parties 3 --addrs-per-party 4 --wan-rate 1gbit --wan-delay 100us \
+    --no-measure-rate -- bash "$0" --inside tiny "$build" "$out" "$repeats"
+  # Medians over the repeats, per setting.
+  python3 - "$out/summary.txt" > "$out/figures.txt" <<'PY'
+import re, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    tag, _, rest = line.partition(": ")
+    kv = dict(f.split("=", 1) for f in rest.split() if "=" in f)
+    if "round_p50_s" not in kv:
+        continue
+    runs.setdefault(tag.rsplit(".", 1)[0], []).append(kv)
+for tag, rs in runs.items():
+    med = lambda k: statistics.median(float(r[k]) for r in rs)
+    print(f"{tag}: runs={len(rs)} round_p50_s={med('round_p50_s'):.3f} "
+          f"lower_bound_s={med('lower_bound_s'):.3f} ratio_to_bound={med('ratio_to_bound'):.3f} "
+          f"first_key_s={med('first_key_p50_s'):.3f} wan_bytes={med('wan_bytes_per_round'):.0f} "
+          f"wan_ratio={med('wan_ratio'):.4f} wan_msgs={med('wan_msgs_per_round'):.0f}")
+PY
+  cat "$out/figures.txt"
+  if python3 -c 'import matplotlib' 2>/dev/null; then
+    python3 "$here/plot_geo.py" "$out/geo.png" "$out/rounds.csv"
+  fi
+  exit 0
+fi
+
+what=$2 build=$3 out=$4 repeats=$5
+rtt=$(awk '/^lab-link A->central/ { for (i = 1; i <= NF; i++) if ($i ~ /^configured_rtt_ms=/) print substr($i, 19); exit }' \
+  "$LAB_STATE_DIR/links.txt")
+rate=$(awk '/^lab-link A->central/ { for (i = 1; i <= NF; i++) if ($i ~ /^configured_rate=/) print substr($i, 17); exit }' \
+  "$LAB_STATE_DIR/links.txt")
+label="$rate-${rtt}ms"
 run() {
   local tag=$1; shift
-  "$build/geops-bench-geo" --parties 2 --workers 2 --rounds 5 --warmup 1 --csv "$out/rounds.csv" \
-    --label "$label" --log-dir "$out/logs/$tag" "$@" > "$out/$tag.log" 2>&1 || true
+  "$build/geops-bench-geo" --parties 2 --workers 2 --rounds 5 --warmup 1 --label "$label" \
+    --log-dir "$out/logs/$tag" "$@" > "$out/$tag.log" 2>&1 || true
   local line
   line=$(grep '^geops-bench-geo mode=' "$out/$tag.log" | tail -1 || true)
   echo "$tag: ${line:-FAILED (see $out/$tag.log)}" | tee -a "$out/summary.txt"
 }
 for i in $(seq "$repeats"); do
-  run "hier.$i" --mode hier "${model[@]}"
-  run "flat.$i" --mode flat "${model[@]}"
-  ENABLE_P3=1 GEOPS_WAN_WINDOW_MB=1 run "hier-p3.$i" --mode hier "${model[@]}"
-  "$build/geops-bench-geo" --parties 2 --workers 2 --rounds 5 --warmup 1 --mode hier \
-    --model sizes:1000x1K --label "$label-1000x1K" > "$out/tiny.$i.log" 2>&1 || true
-  echo "tiny.$i: $(grep '^geops-bench-geo mode=' "$out/tiny.$i.log" | tail -1 || true)" |
-    tee -a "$out/summary.txt"
+  if [ "$what" = models ]; then
+    run "hier.$label.$i" --mode hier --model resnet50 --scale 64 --csv "$out/rounds.csv"
+    run "flat.$label.$i" --mode flat --model resnet50 --scale 64 --csv "$out/rounds.csv"
+    ENABLE_P3=1 GEOPS_WAN_WINDOW_MB=1 run "hier-p3.$label.$i" --mode hier --model resnet50 --scale 64
+  else
+    run "tiny-1000x1K.$label.$i" --mode hier --model sizes:1000x1K
+  fi
 done
-if python3 -c 'import matplotlib' 2>/dev/null; then
-  python3 "$(dirname "$0")/plot_geo.py" "$out/geo.png" "$out/rounds.csv"
-fi

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "bench/args.h"
+#include "bench/cluster_util.h"
 #include "bench/geo_bench.h"
 #include "bench/geo_models.h"
 #include "deploy/launcher.h"
@@ -204,23 +205,7 @@ std::string GeoWorkloadArgs(const GeoWorkload& w) {
 }  // namespace geops::bench
 
 int main(int argc, char** argv) {
-  // Every process of the cluster is started as this binary; the ones that
-  // are not bench workers become `geops` here, before anything else runs.
-  if (const char* exe = std::getenv("GEOPS_BENCH_GEO_EXEC"); exe && argc == 1) {
-    std::string path = exe;
-    unsetenv("GEOPS_BENCH_GEO_EXEC");
-    char* args[] = {path.data(), nullptr};
-    execv(path.c_str(), args);
-    std::perror(("geops-bench-geo: exec " + path).c_str());
-    return 127;
-  }
-  std::signal(SIGPIPE, SIG_IGN);
-  std::signal(SIGINT, [](int) { geops::deploy::Cluster::RequestStop(); });
-  std::signal(SIGTERM, [](int) { geops::deploy::Cluster::RequestStop(); });
-  absl::Status s = Main(std::vector<std::string>(argv + 1, argv + argc));
-  if (!s.ok()) {
-    std::fprintf(stderr, "geops-bench-geo: %s\n", std::string(s.message()).c_str());
-    return absl::IsInvalidArgument(s) ? 2 : 1;
-  }
-  return 0;
+  // The orchestrator starts every process of the cluster as this binary;
+  // the ones that are not bench workers become `geops` at once.
+  return geops::bench::ClusterBenchMain(argc, argv, "geops-bench-geo", "GEOPS_BENCH_GEO_EXEC", Main);
 }

@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "bench/cluster_util.h"
 #include "bench/geo_bench.h"
 #include "bench/geo_models.h"
 #include "core/base/config.h"
@@ -258,29 +259,11 @@ class GeoWorker {
 }  // namespace
 
 absl::Status RunGeoWorker(const GeoWorkload& w) {
-  auto c = ParseConfig(ProcessEnv());
-  if (!c.ok()) return c.status();
-  if (c->role != Role::kWorker) {
-    return absl::InvalidArgumentError(
-        "geops-bench-geo runs its own cluster: start it without DMLC_ROLE (see --help)");
-  }
-  TierOptions to = MakeTierOptions(*c, /*global=*/false, TierRole::kWorker);
-  to.self.master = c->master_worker;
-  auto t = Tier::Create(to);
-  if (!t.ok()) return t.status();
-  std::unique_ptr<Tier> tier = std::move(*t);
-  auto kv = std::make_unique<KVWorker<float>>(*tier);
-  if (auto s = tier->Start(); !s.ok()) return s;
-  const NodeInfo* me = tier->Find(tier->my_id());
-  absl::Status s = GeoWorker(w, *c, *tier, *kv).Run(me != nullptr && me->trains);
-  if (s.ok()) {
-    s = tier->Finalize();
-  } else if (tier->health().ok()) {
-    tier->Abort(absl::StrFormat("bench worker rank %d: %s", tier->my_rank(), s.message()));
-  }
-  tier.reset();
-  kv.reset();
-  return s;
+  return RunBenchWorker(
+      "geops-bench-geo runs its own cluster: start it without DMLC_ROLE (see --help)",
+      [&](const Config& c, Tier& tier, KVWorker<float>& kv, bool trains) {
+        return GeoWorker(w, c, tier, kv).Run(trains);
+      });
 }
 
 }  // namespace geops::bench

@@ -10,6 +10,7 @@
 
 #include "absl/strings/ascii.h"
 #include "bench/args.h"
+#include "bench/cluster_util.h"
 #include "bench/kv_bench.h"
 #include "deploy/launcher.h"
 
@@ -113,24 +114,6 @@ absl::Status Main(std::vector<std::string> argv) {
 
 int main(int argc, char** argv) {
   // The orchestrator starts every process of the cluster as this binary;
-  // the ones that are not bench workers become `geops` here, before
-  // anything else runs.
-  if (const char* exe = std::getenv("GEOPS_BENCH_KV_EXEC"); exe && argc == 1) {
-    std::string path = exe;
-    unsetenv("GEOPS_BENCH_KV_EXEC");
-    char* args[] = {path.data(), nullptr};
-    execv(path.c_str(), args);
-    std::perror(("geops-bench-kv: exec " + path).c_str());
-    return 127;
-  }
-  std::signal(SIGPIPE, SIG_IGN);
-  // Ctrl-C stops the whole local cluster, not just this process.
-  std::signal(SIGINT, [](int) { geops::deploy::Cluster::RequestStop(); });
-  std::signal(SIGTERM, [](int) { geops::deploy::Cluster::RequestStop(); });
-  absl::Status s = Main(std::vector<std::string>(argv + 1, argv + argc));
-  if (!s.ok()) {
-    std::fprintf(stderr, "geops-bench-kv: %s\n", std::string(s.message()).c_str());
-    return absl::IsInvalidArgument(s) ? 2 : 1;
-  }
-  return 0;
+  // the ones that are not bench workers become `geops` at once.
+  return geops::bench::ClusterBenchMain(argc, argv, "geops-bench-kv", "GEOPS_BENCH_KV_EXEC", Main);
 }

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "bench/cluster_util.h"
 #include "bench/kv_bench.h"
 #include "bench/percentiles.h"
 #include "core/base/config.h"
@@ -144,31 +145,12 @@ class WorkerBench {
 }  // namespace
 
 absl::Status RunKvWorker(const KvWorkload& w) {
-  auto c = ParseConfig(ProcessEnv());
-  if (!c.ok()) return c.status();
-  if (c->role != Role::kWorker) {
-    return absl::InvalidArgumentError(
-        "without --local or --geomx, geops-bench-kv is a worker: set DMLC_ROLE=worker and the "
-        "rest of the DMLC_* environment (see geops --help)");
-  }
-  TierOptions to = MakeTierOptions(*c, /*global=*/false, TierRole::kWorker);
-  to.self.master = c->master_worker;
-  auto t = Tier::Create(to);
-  if (!t.ok()) return t.status();
-  std::unique_ptr<Tier> tier = std::move(*t);
-  auto kv = std::make_unique<KVWorker<float>>(*tier);
-  if (auto s = tier->Start(); !s.ok()) return s;
-  const NodeInfo* me = tier->Find(tier->my_id());  // the scheduler decided who trains
-  absl::Status s = WorkerBench(w, *tier, *kv, to.self.master, me != nullptr && me->trains).Run();
-  if (s.ok()) {
-    s = tier->Finalize();
-  } else if (tier->health().ok()) {
-    tier->Abort(absl::StrFormat("bench worker rank %d: %s", tier->my_rank(), s.message()));
-  }
-  // The tier first: its receive thread calls into the worker until joined.
-  tier.reset();
-  kv.reset();
-  return s;
+  return RunBenchWorker(
+      "without --local or --geomx, geops-bench-kv is a worker: set DMLC_ROLE=worker and the "
+      "rest of the DMLC_* environment (see geops --help)",
+      [&](const Config& c, Tier& tier, KVWorker<float>& kv, bool trains) {
+        return WorkerBench(w, tier, kv, c.master_worker, trains).Run();
+      });
 }
 
 }  // namespace geops::bench

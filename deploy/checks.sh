@@ -80,7 +80,7 @@ stage_asan() {
   local t0 dir=build-asan reports rc=0 rdma=0 asan ubsan
   local vm=${GEOPS_SOFTROCE_VM:-$root/../shared/tools/softroce-vm/run-in-softroce-vm.sh}
   t0=$(date +%s)
-  targets=(geops_tests geops-bin)
+  targets=(geops_tests geops-bin geops-bench-geo)
   cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGEOPS_SANITIZE=address >/dev/null
   # (grep without -q: an early exit would fail the pipe under pipefail)
   if cmake --build "$dir" --target help | grep -w geops_rdma_tests >/dev/null && [ -x "$vm" ]; then
@@ -115,7 +115,7 @@ stage_asan() {
 stage_tsan() {
   local t0 dir=build-tsan reports rc=0
   t0=$(date +%s)
-  targets=(geops_tests geops-bin)
+  targets=(geops_tests geops-bin geops-bench-geo)
   build "$dir" -DGEOPS_SANITIZE=thread
   echo "checks[tsan]: built in $(elapsed "$t0")"
   reports=$root/$dir/sanitizer-reports
