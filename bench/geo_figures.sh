@@ -69,7 +69,7 @@ for i in $(seq "$repeats"); do
   if [ "$what" = models ]; then
     run "hier.$label.$i" --mode hier --model resnet50 --scale 64 --csv "$out/rounds.csv"
     run "flat.$label.$i" --mode flat --model resnet50 --scale 64 --csv "$out/rounds.csv"
-    ENABLE_P3=1 GEOPS_WAN_WINDOW_MB=1 run "hier-p3.$label.$i" --mode hier --model resnet50 --scale 64
+    ENABLE_P3=1 GEOPS_WAN_WINDOW_KB=256 run "hier-p3.$label.$i" --mode hier --model resnet50 --scale 64
   else
     run "tiny-1000x1K.$label.$i" --mode hier --model sizes:1000x1K
   fi

@@ -273,8 +273,8 @@ void Aggregator::Pump() {
       size_t batch_bytes = 0;
       for (const Outgoing& o : *batch) batch_bytes += o.total.size();
       // The push is acknowledged once it is at the global server, whatever
-      // the other parties do: that frees the window. The result comes with
-      // the pull.
+      // the other parties do: that frees the window. Its result is pulled
+      // by priority too (PumpPulls).
       deferred_.push_back([this, batch, batch_bytes] {
         std::vector<Key> keys;
         std::vector<uint64_t> rounds;
@@ -296,7 +296,38 @@ void Aggregator::Pump() {
                             RunDeferred(lock);
                           });
       });
-      SendPushPull(batch, /*pull_only=*/true);
+      for (Outgoing& o : *batch) {
+        const std::pair<uint64_t, Key> at = {o.round, o.key};
+        pulls_.emplace(at, std::move(o));  // the sum's size is the result's
+      }
+    });
+  }
+  PumpPulls();
+}
+
+void Aggregator::PumpPulls() {
+  // Results come back in the order they are asked for, with at most a
+  // window of them on their way: a late first layer overtakes the results
+  // not yet asked for, however big.
+  while (!pulls_.empty() && (pulls_in_flight_ == 0 || pulls_in_flight_ < wan_.window_bytes)) {
+    std::vector<Outgoing> take;
+    size_t bytes = 0;
+    while (!pulls_.empty() && (take.empty() || bytes < wan_.coalesce_bytes)) {
+      bytes += pulls_.begin()->second.total.size();
+      take.push_back(std::move(pulls_.begin()->second));
+      pulls_.erase(pulls_.begin());
+    }
+    pulls_in_flight_ += bytes;
+    ForEachRequest(std::move(take), [this](Batch batch) {
+      size_t batch_bytes = 0;
+      for (Outgoing& o : *batch) {
+        batch_bytes += o.total.size();
+        o.total = Buffer();  // sent; only its size mattered here
+      }
+      SendPushPull(batch, /*pull_only=*/true, [this, batch_bytes] {
+        pulls_in_flight_ -= batch_bytes;
+        PumpPulls();
+      });
     });
   }
 }
@@ -322,8 +353,8 @@ void Aggregator::ForEachRequest(std::vector<Outgoing> out,
   }
 }
 
-void Aggregator::SendPushPull(Batch batch, bool pull_only) {
-  deferred_.push_back([this, batch, pull_only] {
+void Aggregator::SendPushPull(Batch batch, bool pull_only, std::function<void()> then) {
+  deferred_.push_back([this, batch, pull_only, then] {
     std::vector<Key> keys;
     std::vector<uint64_t> rounds;
     std::vector<Buffer> values;
@@ -336,7 +367,7 @@ void Aggregator::SendPushPull(Batch batch, bool pull_only) {
     upstream_->Submit(
         {keys, std::move(values), rounds, batch->front().dtype,
          pull ? msgflag::kPull : msgflag::kPush | msgflag::kPull, {}, true},
-        [this, batch](const absl::Status& s, std::vector<Buffer>& results) {
+        [this, batch, then](const absl::Status& s, std::vector<Buffer>& results) {
           std::unique_lock<std::mutex> lock(mu_);
           for (size_t j = 0; j < batch->size(); ++j) {
             const Outgoing& o = (*batch)[j];
@@ -346,6 +377,7 @@ void Aggregator::SendPushPull(Batch batch, bool pull_only) {
               Publish(o.key, o.round, o.dtype, std::move(results[j]));
             }
           }
+          if (then) then();
           RunDeferred(lock);
         });
   });

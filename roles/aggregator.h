@@ -36,8 +36,9 @@ struct WanOptions {
   // then lower keys (keys numbered in forward order, as frameworks register
   // layers, so the layers the next forward pass needs first go first), and
   // at most `window_bytes` of them are on their way at once, each push
-  // acknowledged on arrival: a key queued behind a big one overtakes
-  // everything that has not left yet.
+  // acknowledged on arrival; results are pulled in the same order through a
+  // window of the same size. A key queued behind a big one overtakes
+  // everything that has not left yet, in both directions.
   bool priority = false;
   size_t window_bytes = 8 << 20;
 };
@@ -129,10 +130,13 @@ class Aggregator {
   void Enqueue(Outgoing o);
   // Splits `out` into requests the client accepts and calls `each` on them.
   void ForEachRequest(std::vector<Outgoing> out, const std::function<void(Batch)>& each);
-  // One push-pull (or pull) request for `batch`, results published.
-  void SendPushPull(Batch batch, bool pull_only = false);
-  // P3: sends from queue_ while the window allows.
+  // One push-pull (or pull) request for `batch`, results published, then
+  // `then` run (under the lock).
+  void SendPushPull(Batch batch, bool pull_only = false, std::function<void()> then = nullptr);
+  // P3: sends from queue_, and asks for results from pulls_, while their
+  // windows allow.
   void Pump();
+  void PumpPulls();
   std::vector<Outgoing> outbox_;  // party sums and fetches not yet sent
   size_t outbox_bytes_ = 0;
   absl::Time outbox_since_;       // when its oldest entry came
@@ -140,6 +144,10 @@ class Aggregator {
   // pushes sent and not yet acknowledged.
   std::multimap<std::pair<uint64_t, Key>, Outgoing> queue_;
   size_t in_flight_ = 0;
+  // P3: sums sent whose results are not asked for yet, by (round, key); and
+  // the bytes of results asked for and not yet here.
+  std::multimap<std::pair<uint64_t, Key>, Outgoing> pulls_;
+  size_t pulls_in_flight_ = 0;
 };
 
 }  // namespace geops

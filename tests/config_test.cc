@@ -285,7 +285,7 @@ TEST_CASE("the WAN tier's variables parse and are checked") {
   REQUIRE_FALSE(c->wan_priority);
   REQUIRE(c->wan_coalesce_bytes == 65536);
   e["ENABLE_P3"] = "1";
-  e["GEOPS_WAN_WINDOW_MB"] = "2";
+  e["GEOPS_WAN_WINDOW_KB"] = "2048";
   e["MXNET_KVSTORE_BIGARRAY_BOUND"] = "0";
   e["GEOPS_WAN_COALESCE_BYTES"] = "0";
   e["GEOPS_WAN_COALESCE_US"] = "250";
@@ -297,7 +297,7 @@ TEST_CASE("the WAN tier's variables parse and are checked") {
   REQUIRE(c->bigarray_bound == 0);
   REQUIRE(c->wan_coalesce_bytes == 0);
   REQUIRE(c->wan_coalesce_delay == absl::Microseconds(250));
-  for (auto [name, bad] : {std::pair{"ENABLE_P3", "yes please"}, {"GEOPS_WAN_WINDOW_MB", "0"},
+  for (auto [name, bad] : {std::pair{"ENABLE_P3", "yes please"}, {"GEOPS_WAN_WINDOW_KB", "8"},
                            {"MXNET_KVSTORE_BIGARRAY_BOUND", "-1"},
                            {"GEOPS_WAN_COALESCE_BYTES", "lots"}, {"GEOPS_WAN_COALESCE_US", "-5"}}) {
     Env b = e;
@@ -347,7 +347,7 @@ TEST_CASE("geops --help documents every variable") {
         "GEOPS_DTYPE", "GEOPS_RULE", "GEOPS_LR", "GEOPS_PROGRESS", "GEOPS_RDMA_MEM_LIMIT",
         "GEOPS_RDMA_SLOT_BYTES", "GEOPS_CONNECT_TIMEOUT", "GEOPS_MAX_MESSAGE_MB", "GEOPS_PARTY",
         "MXNET_KVSTORE_USE_HFA", "ENABLE_P3", "GEOPS_GLOBAL_KEYFILE", "GEOPS_LOCAL_KEYFILE",
-        "GEOPS_RDMA_SECRET_FILE", "GEOPS_GLOBAL_HEARTBEAT_TIMEOUT", "GEOPS_WAN_WINDOW_MB",
+        "GEOPS_RDMA_SECRET_FILE", "GEOPS_GLOBAL_HEARTBEAT_TIMEOUT", "GEOPS_WAN_WINDOW_KB",
         "GEOPS_WAN_COALESCE_BYTES", "GEOPS_WAN_COALESCE_US", "MXNET_KVSTORE_BIGARRAY_BOUND"}) {
     INFO(v);
     REQUIRE(help.find(v) != std::string::npos);

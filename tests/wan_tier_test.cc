@@ -114,7 +114,7 @@ TEST_CASE("ENABLE_P3: sums leave by priority through a small window, still exact
   Topology t = Base(20, "400000,5,1000,300000,17,4096,250000");
   t.global_servers = 2;
   t.env["ENABLE_P3"] = "1";
-  t.env["GEOPS_WAN_WINDOW_MB"] = "1";
+  t.env["GEOPS_WAN_WINDOW_KB"] = "1024";
   t.env["MXNET_KVSTORE_BIGARRAY_BOUND"] = "200000";
   t.env["GEOPS_RULE"] = "sgd";
   Outcome out = RunChecked(t, 4);

@@ -513,9 +513,10 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
   auto p3 = GetBool(env, "ENABLE_P3");
   if (!p3.ok()) return p3.status();
   c.wan_priority = *p3;
-  auto win = GetInt(env, "GEOPS_WAN_WINDOW_MB", 1, 4096, static_cast<int>(c.wan_window_bytes >> 20), "");
+  auto win = GetInt(env, "GEOPS_WAN_WINDOW_KB", 16, 4 << 20,
+                    static_cast<int>(c.wan_window_bytes >> 10), "");
   if (!win.ok()) return win.status();
-  c.wan_window_bytes = static_cast<size_t>(*win) << 20;
+  c.wan_window_bytes = static_cast<size_t>(*win) << 10;
   auto bb = GetInt(env, "MXNET_KVSTORE_BIGARRAY_BOUND", 0, INT32_MAX,
                    static_cast<int>(c.bigarray_bound), "");
   if (!bb.ok()) return bb.status();
@@ -649,11 +650,15 @@ Liveness
   ENABLE_P3                 1: a party server sends its sums in priority order
                             (older rounds first, then lower keys: number keys
                             in forward order, as frameworks register layers)
-                            with at most GEOPS_WAN_WINDOW_MB on their way, so
-                            the first layers overtake big tensors still
-                            queued (P3, as in GeoMX). Default 0: as they come.
-  GEOPS_WAN_WINDOW_MB       that window in MiB (default 8); make it at least
-                            the WAN's rate x RTT, or the link idles.
+                            with at most GEOPS_WAN_WINDOW_KB on their way up,
+                            and pulls their results in the same order with at
+                            most as much on its way down, so the first layers
+                            overtake big tensors still queued (P3, as in
+                            GeoMX). Default 0: as they come.
+  GEOPS_WAN_WINDOW_KB       that window in KiB (default 8192); at least the
+                            WAN's rate x RTT, or the link idles, and smaller
+                            than a round's bytes, or nothing waits to be
+                            overtaken.
   GEOPS_GLOBAL_HEARTBEAT_TIMEOUT  the same for the global (WAN) tier, which
                             may need longer: a link between data centres can
                             stall for seconds and recover (default: as

@@ -86,7 +86,7 @@ struct Config {
   // GEOPS_WAN_COALESCE_US); see roles/aggregator.h.
   size_t wan_coalesce_bytes = 64 << 10;
   absl::Duration wan_coalesce_delay = absl::Milliseconds(1);
-  // P3 (ENABLE_P3) and its window (GEOPS_WAN_WINDOW_MB).
+  // P3 (ENABLE_P3) and its window (GEOPS_WAN_WINDOW_KB).
   bool wan_priority = false;
   size_t wan_window_bytes = 8 << 20;
   // Keys of at least this many elements are spread over all global servers
