@@ -26,14 +26,23 @@ int SetInt(void* socket, int option, int value) {
   return zmq_setsockopt(socket, option, &value, sizeof(value));
 }
 
-// A received frame, owned by a heap zmq_msg_t that lives as long as the Buffer.
-Buffer AdoptFrame(zmq_msg_t* frame, std::shared_ptr<std::atomic<int64_t>> lent) {
-  void* data = zmq_msg_data(frame);
-  size_t size = zmq_msg_size(frame);
-  lent->fetch_add(static_cast<int64_t>(size), std::memory_order_relaxed);
-  return Buffer::Wrap(data, size, [frame, size, lent = std::move(lent)] {
-    lent->fetch_sub(static_cast<int64_t>(size), std::memory_order_relaxed);
-    zmq_msg_close(frame);
+// A received frame and the counter of lent bytes it belongs to, in one
+// allocation: the release below then captures a single pointer, which
+// std::function stores inline (no second allocation per frame).
+struct LentFrame {
+  zmq_msg_t msg;
+  std::shared_ptr<std::atomic<int64_t>> lent;
+};
+
+// A received frame, owned by its LentFrame for as long as the Buffer lives.
+Buffer AdoptFrame(LentFrame* frame) {
+  void* data = zmq_msg_data(&frame->msg);
+  size_t size = zmq_msg_size(&frame->msg);
+  frame->lent->fetch_add(static_cast<int64_t>(size), std::memory_order_relaxed);
+  return Buffer::Wrap(data, size, [frame] {
+    frame->lent->fetch_sub(static_cast<int64_t>(zmq_msg_size(&frame->msg)),
+                           std::memory_order_relaxed);
+    zmq_msg_close(&frame->msg);
     delete frame;
   });
 }
@@ -345,15 +354,15 @@ absl::StatusOr<Message> TcpTransport::ReadMessage() {
       Drain();
       return absl::DataLossError("malformed message: too many frames");
     }
-    auto* frame = new zmq_msg_t;
-    zmq_msg_init(frame);
-    if (zmq_msg_recv(frame, receiver_.get(), 0) < 0) {
-      zmq_msg_close(frame);
+    auto* frame = new LentFrame{{}, lent_};
+    zmq_msg_init(&frame->msg);
+    if (zmq_msg_recv(&frame->msg, receiver_.get(), 0) < 0) {
+      zmq_msg_close(&frame->msg);
       delete frame;
       return ZmqError("receive");
     }
-    bytes += zmq_msg_size(frame);
-    frames.push_back(AdoptFrame(frame, lent_));
+    bytes += zmq_msg_size(&frame->msg);
+    frames.push_back(AdoptFrame(frame));
   }
   stats_.bytes_received.fetch_add(bytes, std::memory_order_relaxed);
   if (frames.empty()) return absl::DataLossError("malformed message: no header frame");
