@@ -242,7 +242,9 @@ void Aggregator::FlushLocked() {
   outbox_.clear();
   outbox_bytes_ = 0;
   if (!wan_.priority) {
-    ForEachRequest(std::move(out), [this](Batch batch) { SendPushPull(batch); });
+    ForEachRequest(std::move(out), [this](Batch batch) {
+      Send(batch, batch->front().fetch ? msgflag::kPull : msgflag::kPush | msgflag::kPull);
+    });
     return;
   }
   for (Outgoing& o : out) {
@@ -267,7 +269,7 @@ void Aggregator::Pump() {
     in_flight_ += bytes;
     ForEachRequest(std::move(take), [this](Batch batch) {
       if (batch->front().fetch) {
-        SendPushPull(batch);
+        Send(batch, msgflag::kPull);
         return;
       }
       size_t batch_bytes = 0;
@@ -275,26 +277,9 @@ void Aggregator::Pump() {
       // The push is acknowledged once it is at the global server, whatever
       // the other parties do: that frees the window. Its result is pulled
       // by priority too (PumpPulls).
-      deferred_.push_back([this, batch, batch_bytes] {
-        std::vector<Key> keys;
-        std::vector<uint64_t> rounds;
-        std::vector<Buffer> values;
-        for (const Outgoing& o : *batch) {
-          keys.push_back(o.key);
-          rounds.push_back(o.round);
-          values.push_back(o.total);
-        }
-        upstream_->Submit({keys, std::move(values), rounds, batch->front().dtype, msgflag::kPush,
-                           {}, true},
-                          [this, batch, batch_bytes](const absl::Status& s, std::vector<Buffer>&) {
-                            std::unique_lock<std::mutex> lock(mu_);
-                            in_flight_ -= batch_bytes;
-                            for (size_t j = 0; !s.ok() && j < batch->size(); ++j) {
-                              FailKey((*batch)[j].key, absl::StrFormat("global tier: %s", s.ToString()));
-                            }
-                            Pump();
-                            RunDeferred(lock);
-                          });
+      Send(batch, msgflag::kPush, [this, batch_bytes] {
+        in_flight_ -= batch_bytes;
+        Pump();
       });
       for (Outgoing& o : *batch) {
         const std::pair<uint64_t, Key> at = {o.round, o.key};
@@ -324,7 +309,7 @@ void Aggregator::PumpPulls() {
         batch_bytes += o.total.size();
         o.total = Buffer();  // sent; only its size mattered here
       }
-      SendPushPull(batch, /*pull_only=*/true, [this, batch_bytes] {
+      Send(batch, msgflag::kPull, [this, batch_bytes] {
         pulls_in_flight_ -= batch_bytes;
         PumpPulls();
       });
@@ -353,27 +338,27 @@ void Aggregator::ForEachRequest(std::vector<Outgoing> out,
   }
 }
 
-void Aggregator::SendPushPull(Batch batch, bool pull_only, std::function<void()> then) {
-  deferred_.push_back([this, batch, pull_only, then] {
+void Aggregator::Send(Batch batch, uint32_t flags, std::function<void()> then) {
+  deferred_.push_back([this, batch, flags, then] {
     std::vector<Key> keys;
     std::vector<uint64_t> rounds;
     std::vector<Buffer> values;
-    const bool pull = pull_only || batch->front().fetch;
     for (const Outgoing& o : *batch) {
       keys.push_back(o.key);
       rounds.push_back(o.round);
-      if (!pull) values.push_back(o.total);
+      if (flags & msgflag::kPush) values.push_back(o.total);
     }
     upstream_->Submit(
-        {keys, std::move(values), rounds, batch->front().dtype,
-         pull ? msgflag::kPull : msgflag::kPush | msgflag::kPull, {}, true},
-        [this, batch, then](const absl::Status& s, std::vector<Buffer>& results) {
+        {keys, std::move(values), rounds, batch->front().dtype, flags, {}, true},
+        [this, batch, flags, then](const absl::Status& s, std::vector<Buffer>& results) {
           std::unique_lock<std::mutex> lock(mu_);
+          const bool pull = flags & msgflag::kPull;
           for (size_t j = 0; j < batch->size(); ++j) {
             const Outgoing& o = (*batch)[j];
-            if (!s.ok() || results.size() != batch->size() || (!o.fetch && results[j].empty())) {
+            if (!s.ok() || (pull && (results.size() != batch->size() ||
+                                     (!o.fetch && results[j].empty())))) {
               FailKey(o.key, absl::StrFormat("global tier: %s", s.ToString()));
-            } else {
+            } else if (pull) {
               Publish(o.key, o.round, o.dtype, std::move(results[j]));
             }
           }

@@ -130,9 +130,9 @@ class Aggregator {
   void Enqueue(Outgoing o);
   // Splits `out` into requests the client accepts and calls `each` on them.
   void ForEachRequest(std::vector<Outgoing> out, const std::function<void(Batch)>& each);
-  // One push-pull (or pull) request for `batch`, results published, then
-  // `then` run (under the lock).
-  void SendPushPull(Batch batch, bool pull_only = false, std::function<void()> then = nullptr);
+  // One request for `batch` (flags: push, pull or both); results are
+  // published, failures fail the keys, then `then` runs (under the lock).
+  void Send(Batch batch, uint32_t flags, std::function<void()> then = nullptr);
   // P3: sends from queue_, and asks for results from pulls_, while their
   // windows allow.
   void Pump();

@@ -69,9 +69,9 @@ inline Outcome Run(const std::vector<ProcessSpec>& specs, absl::Duration timeout
 // checked every value of every round with no mismatch and one checksum.
 // `edit` may adjust the planned processes (addresses, transports) first;
 // `zero_copy` requires that no process copied a value in user space.
-inline void RunExact(Topology t, int trainers,
-                     const std::function<void(std::vector<ProcessSpec>&)>& edit = nullptr,
-                     bool zero_copy = true) {
+inline Outcome RunExact(Topology t, int trainers,
+                        const std::function<void(std::vector<ProcessSpec>&)>& edit = nullptr,
+                        bool zero_copy = true) {
   const int rounds = std::stoi(t.env.at("GEOPS_ROUNDS"));
   const uint64_t elements = Elements(t.env.at("GEOPS_KEY_SIZES"));
   auto plan = Plan(t);
@@ -93,6 +93,7 @@ inline void RunExact(Topology t, int trainers,
   REQUIRE(out.summary.malformed == 0);
   if (zero_copy) REQUIRE(out.summary.copied_bytes == 0);
   REQUIRE(out.summary.bytes_by_tier["global"] > 0);
+  return out;
 }
 
 // Starts `plan` with no process stopping the others and returns once

@@ -11,15 +11,8 @@ set -euo pipefail
 build_dir=$(cd "$1" && pwd)
 source_dir=$(cd "$2" && pwd)
 
-if [ "${GEOPS_IN_LAB_VM:-}" != 1 ]; then
-  vm=${GEOPS_SOFTROCE_VM:-$source_dir/../shared/tools/softroce-vm/run-in-softroce-vm.sh}
-  if [ ! -x "$vm" ]; then
-    echo "skipped: no SoftRoCE VM tool at $vm (set GEOPS_SOFTROCE_VM)"
-    exit 77
-  fi
-  cd "$source_dir"
-  exec "$vm" -t 600 -e GEOPS_IN_LAB_VM=1 -- bash tests/wan_faults_in_vm.sh "$build_dir" "$source_dir"
-fi
+. "$source_dir/tests/vm_reexec.sh"
+in_vm_or_reexec 600 tests/wan_faults_in_vm.sh "$build_dir" "$source_dir"
 
 # --- inside the VM ---------------------------------------------------------
 cd "$source_dir"

@@ -38,24 +38,6 @@ std::vector<uint64_t> BytesSummed(const std::vector<ProcessResult>& results) {
   return out;
 }
 
-Outcome RunChecked(const Topology& t, int trainers) {
-  const int rounds = std::stoi(t.env.at("GEOPS_ROUNDS"));
-  auto plan = Plan(t);
-  REQUIRE(plan.ok());
-  Outcome out = Run(*plan);
-  DumpFailures(out.results);
-  for (const auto& r : out.results) {
-    INFO(r.name);
-    REQUIRE(r.exit_code == 0);
-  }
-  REQUIRE(out.summary.workers_reporting == trainers);
-  REQUIRE(out.summary.mismatches == 0);
-  REQUIRE(out.summary.distinct_checksums == 1);
-  REQUIRE(out.summary.values_checked ==
-          uint64_t(trainers) * (rounds + 1) * Elements(t.env.at("GEOPS_KEY_SIZES")));
-  return out;
-}
-
 }  // namespace
 
 TEST_CASE("keys above MXNET_KVSTORE_BIGARRAY_BOUND are spread over 3 global servers",
@@ -71,7 +53,7 @@ TEST_CASE("keys above MXNET_KVSTORE_BIGARRAY_BOUND are spread over 3 global serv
   for (const char* rule : {"sum", "sgd"}) {
     DYNAMIC_SECTION("rule " << rule) {
       t.env["GEOPS_RULE"] = rule;
-      Outcome out = RunChecked(t, 6);
+      Outcome out = RunExact(t, 6, nullptr, /*zero_copy=*/false);
       // Each global server summed about a third of every round: whole, the
       // two big keys would sit on at most two of them.
       std::vector<uint64_t> summed = BytesSummed(out.results);
@@ -94,7 +76,7 @@ TEST_CASE("hundreds of tiny keys cross the WAN in a few messages per round",
   for (int k = 0; k < 600; ++k) sizes += (k ? "," : "") + std::to_string(1 + k % 7);
   Topology t = Base(20, sizes);
   t.global_servers = 2;
-  Outcome out = RunChecked(t, 4);
+  Outcome out = RunExact(t, 4, nullptr, /*zero_copy=*/false);
   // Per round a party server sends one push-pull per global server (plus
   // heartbeats); without coalescing it would send 600.
   const uint64_t sent = StatOf(out.results, "A.server0", "global", "sent_msgs");
@@ -103,7 +85,7 @@ TEST_CASE("hundreds of tiny keys cross the WAN in a few messages per round",
 
   // The same with coalescing off: one message per key, still exact.
   t.env["GEOPS_WAN_COALESCE_BYTES"] = "0";
-  Outcome single = RunChecked(t, 4);
+  Outcome single = RunExact(t, 4, nullptr, /*zero_copy=*/false);
   REQUIRE(StatOf(single.results, "A.server0", "global", "sent_msgs") >= 20 * 600);
 }
 
@@ -117,7 +99,7 @@ TEST_CASE("ENABLE_P3: sums leave by priority through a small window, still exact
   t.env["GEOPS_WAN_WINDOW_KB"] = "1024";
   t.env["MXNET_KVSTORE_BIGARRAY_BOUND"] = "200000";
   t.env["GEOPS_RULE"] = "sgd";
-  Outcome out = RunChecked(t, 4);
+  Outcome out = RunExact(t, 4, nullptr, /*zero_copy=*/false);
   // Pushes and pulls travel apart: at least two requests per batch.
   REQUIRE(StatOf(out.results, "A.server0", "global", "sent_msgs") >= 20 * 4);
 }
