@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -329,7 +330,12 @@ absl::Status RunGeoCluster(const GeoCluster& c, const GeoWorkload& w) {
               mb = Summarize(msgs), fk = Summarize(firsts), fr = Summarize(anys);
   // What the bytes should be: each party link carries the model up and
   // down once (hier), or once per worker of that party (flat).
-  const double model_bytes = static_cast<double>(model->bytes());
+  // GEOPS_WAN_DTYPE (hier only: a flat worker has no WAN tier of its own)
+  // halves each value.
+  const char* wan_dtype = std::getenv("GEOPS_WAN_DTYPE");
+  const bool half = !flat && wan_dtype && std::string(wan_dtype) != "float32" &&
+                    std::string(wan_dtype) != "fp32" && *wan_dtype;
+  const double model_bytes = static_cast<double>(model->bytes()) / (half ? 2 : 1);
   const double expected_wan = 2.0 * c.parties * (flat ? c.workers : 1) * model_bytes;
   const double lower = bounds.empty() ? NAN : b.p50;
   std::printf("geops-bench-geo mode=%s model=%s tensors=%zu model_bytes=%lld parties=%d "
@@ -338,11 +344,12 @@ absl::Status RunGeoCluster(const GeoCluster& c, const GeoWorkload& w) {
               "wan_bytes_per_round=%.0f "
               "wan_bytes_expected=%.0f wan_ratio=%.4f wan_msgs_per_round=%.0f lan_bytes_per_round=%.0f "
               "lower_bound_s=%.6f "
-              "ratio_to_bound=%.3f mismatches=%llu processes_failed=%d label=%s\n",
+              "ratio_to_bound=%.3f wan_dtype=%s mismatches=%llu processes_failed=%d label=%s\n",
               flat ? "flat" : "hier", model->name.c_str(), model->elems.size(),
               static_cast<long long>(model->bytes()), c.parties, c.workers, flat ? 0 : c.servers,
               c.global_servers, c.central_workers ? 1 : 0, times.size(), t.p50, t.p99, fk.p50, fr.p50, wb.p50,
               expected_wan, wb.p50 / expected_wan, mb.p50, lb.p50, lower, t.p50 / lower,
+              half ? wan_dtype : "float32",
               static_cast<unsigned long long>(mismatches), failed,
               c.label.empty() ? "-" : c.label.c_str());
   std::fflush(stdout);

@@ -55,9 +55,10 @@ emulated links, and the lab's configured rates and RTTs give the lower bound.
 Output: geo-progress lines per round while it runs, then one line:
   geops-bench-geo mode=.. model=.. tensors=.. model_bytes=.. parties=.. workers=..
     servers=.. global_servers=.. central_workers=.. rounds=.. round_p50_s=..
-    round_p99_s=.. first_key_p50_s=.. first_result_p50_s=.. wan_bytes_per_round=.. wan_bytes_expected=.. wan_ratio=..
-    wan_msgs_per_round=.. lan_bytes_per_round=.. lower_bound_s=.. ratio_to_bound=.. mismatches=..
-    processes_failed=.. label=..
+    round_p99_s=.. first_key_p50_s=.. first_result_p50_s=..
+    wan_bytes_per_round=.. wan_bytes_expected=.. wan_ratio=.. wan_msgs_per_round=..
+    lan_bytes_per_round=.. lower_bound_s=.. ratio_to_bound=.. wan_dtype=..
+    mismatches=.. processes_failed=.. label=..
 first_key_p50_s: when the first tensor's result (key 0, the first layer,
 which the next forward pass needs first) arrived; ENABLE_P3=1 brings it
 forward; first_result_p50_s: when the first result of any tensor arrived
@@ -65,7 +66,8 @@ forward; first_result_p50_s: when the first result of any tensor arrived
 counted (message headers and payload; not TCP/IP headers). hier: each
 party's servers report their global tier's counters between rounds; flat:
 each worker outside the central party counts its own. wan_bytes_expected is
-2 x parties x model bytes (hier) or 2 x parties x W x model bytes (flat).
+2 x parties x model bytes (hier; half that with GEOPS_WAN_DTYPE=fp16 or
+bf16) or 2 x parties x W x model bytes (flat).
 lower_bound_s: the busiest direction of the slowest party link at its rate,
 plus one RTT. Every round is checked bit for bit; exit status 0 only when
 all of them were exact and every process succeeded.

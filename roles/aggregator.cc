@@ -3,6 +3,7 @@
 #include "absl/strings/str_format.h"
 #include "core/base/log.h"
 #include "core/kv/dtype_ops.h"
+#include "core/kv/half.h"
 
 namespace geops {
 
@@ -70,6 +71,20 @@ void Aggregator::HandleLocked(KVRequest&& req) {
       via->RespondError(req, why);
       return;
     }
+  }
+  // 16-bit values (a party server's GEOPS_WAN_DTYPE) are summed in float32
+  // and answered in their own type.
+  DType reply_as = DType::kNone;
+  if (IsHalf(req.dtype)) {
+    if (!top()) {
+      via->RespondError(req, absl::StrFormat("%s values are for the WAN tier; a party's server "
+                                             "takes its workers' float32",
+                                             DTypeName(req.dtype)));
+      return;
+    }
+    reply_as = req.dtype;
+    for (Buffer& v : req.values) v = Widen(req.dtype, v);
+    req.dtype = DType::kFloat32;
   }
   if (req.init()) {
     if (!top()) {
@@ -148,6 +163,7 @@ void Aggregator::HandleLocked(KVRequest&& req) {
   parked->values.resize(req.keys.size());
   parked->outstanding = req.keys.size();
   parked->dtype = req.dtype;
+  parked->reply_as = reply_as;
   for (size_t i = 0; i < req.keys.size(); ++i) {
     Key key = req.keys[i];
     if (auto d = table.DTypeOf(key)) parked->dtype = *d;
@@ -164,9 +180,17 @@ void Aggregator::HandleLocked(KVRequest&& req) {
     if (!top() && req.round == 0 && first_waiter) Fetch(key, 0, req.dtype);
   }
   parked->req = std::move(req);
-  if (parked->outstanding == 0) {
-    parked->req.via->Respond(parked->req, std::move(parked->values), parked->dtype);
+  if (parked->outstanding == 0) Reply(*parked);
+}
+
+void Aggregator::Reply(Parked& p) {
+  if (p.reply_as == DType::kNone || p.dtype != DType::kFloat32) {
+    p.req.via->Respond(p.req, std::move(p.values), p.dtype);
+    return;
   }
+  std::vector<Buffer> narrow;
+  for (const Buffer& v : p.values) narrow.push_back(Narrow(p.reply_as, v));
+  p.req.via->Respond(p.req, std::move(narrow), p.reply_as);
 }
 
 std::string Aggregator::MixedSlicing(const KVRequest& req, Key key) const {
@@ -343,14 +367,18 @@ void Aggregator::Send(Batch batch, uint32_t flags, std::function<void()> then) {
     std::vector<Key> keys;
     std::vector<uint64_t> rounds;
     std::vector<Buffer> values;
+    // float32 crosses in wan_.wire_dtype when that is a 16-bit type.
+    const DType dtype = batch->front().dtype;
+    const DType wire =
+        dtype == DType::kFloat32 && IsHalf(wan_.wire_dtype) ? wan_.wire_dtype : dtype;
     for (const Outgoing& o : *batch) {
       keys.push_back(o.key);
       rounds.push_back(o.round);
-      if (flags & msgflag::kPush) values.push_back(o.total);
+      if (flags & msgflag::kPush) values.push_back(wire == dtype ? o.total : Narrow(wire, o.total));
     }
     upstream_->Submit(
-        {keys, std::move(values), rounds, batch->front().dtype, flags, {}, true},
-        [this, batch, flags, then](const absl::Status& s, std::vector<Buffer>& results) {
+        {keys, std::move(values), rounds, wire, flags, {}, true},
+        [this, batch, flags, then, wire](const absl::Status& s, std::vector<Buffer>& results) {
           std::unique_lock<std::mutex> lock(mu_);
           const bool pull = flags & msgflag::kPull;
           for (size_t j = 0; j < batch->size(); ++j) {
@@ -359,7 +387,8 @@ void Aggregator::Send(Batch batch, uint32_t flags, std::function<void()> then) {
                                      (!o.fetch && results[j].empty())))) {
               FailKey(o.key, absl::StrFormat("global tier: %s", s.ToString()));
             } else if (pull) {
-              Publish(o.key, o.round, o.dtype, std::move(results[j]));
+              Publish(o.key, o.round, o.dtype,
+                      wire == o.dtype ? std::move(results[j]) : Widen(wire, results[j]));
             }
           }
           if (then) then();
@@ -380,9 +409,7 @@ void Aggregator::Publish(Key key, uint64_t round, DType dtype, Buffer result, bo
     tokens_.erase(it);
     if (parked->outstanding == 0) continue;  // already failed
     parked->values[index] = result;
-    if (--parked->outstanding == 0) {
-      parked->req.via->Respond(parked->req, std::move(parked->values), parked->dtype);
-    }
+    if (--parked->outstanding == 0) Reply(*parked);
   }
 }
 

@@ -41,6 +41,9 @@ struct WanOptions {
   // everything that has not left yet, in both directions.
   bool priority = false;
   size_t window_bytes = 8 << 20;
+  // kFloat16 or kBFloat16: float32 sums cross the WAN (both ways) in 16
+  // bits, rounded to nearest even; kNone: as they are.
+  DType wire_dtype = DType::kNone;
 };
 
 class Aggregator {
@@ -80,7 +83,9 @@ class Aggregator {
     std::vector<Buffer> values;
     size_t outstanding = 0;
     DType dtype = DType::kNone;
+    DType reply_as = DType::kNone;  // a 16-bit request is answered in its type
   };
+  void Reply(Parked& p);
 
   void HandleLocked(KVRequest&& req);
   bool IsResentAfterClose(const AggregationTable& table, Key key, const KVRequest& req,

@@ -111,6 +111,9 @@ absl::Status RunServer(const Config& c) {
   wan.coalesce_delay = c.wan_coalesce_delay;
   wan.priority = c.wan_priority;
   wan.window_bytes = c.wan_window_bytes;
+  wan.wire_dtype = c.wan_precision == Config::WanPrecision::kFloat16    ? DType::kFloat16
+                   : c.wan_precision == Config::WanPrecision::kBFloat16 ? DType::kBFloat16
+                                                                        : DType::kNone;
   agg = std::make_unique<Aggregator>(upstream.get(), wan);
   // A party server sends its batched sums once it has read every message
   // its workers sent so far.

@@ -297,9 +297,15 @@ TEST_CASE("the WAN tier's variables parse and are checked") {
   REQUIRE(c->bigarray_bound == 0);
   REQUIRE(c->wan_coalesce_bytes == 0);
   REQUIRE(c->wan_coalesce_delay == absl::Microseconds(250));
+  REQUIRE(c->wan_precision == Config::WanPrecision::kFull);
+  e["GEOPS_WAN_DTYPE"] = "BF16";
+  REQUIRE(Parse(e)->wan_precision == Config::WanPrecision::kBFloat16);
+  e["GEOPS_WAN_DTYPE"] = "float16";
+  REQUIRE(Parse(e)->wan_precision == Config::WanPrecision::kFloat16);
   for (auto [name, bad] : {std::pair{"ENABLE_P3", "yes please"}, {"GEOPS_WAN_WINDOW_KB", "8"},
                            {"MXNET_KVSTORE_BIGARRAY_BOUND", "-1"},
-                           {"GEOPS_WAN_COALESCE_BYTES", "lots"}, {"GEOPS_WAN_COALESCE_US", "-5"}}) {
+                           {"GEOPS_WAN_COALESCE_BYTES", "lots"}, {"GEOPS_WAN_COALESCE_US", "-5"},
+                           {"GEOPS_WAN_DTYPE", "int8"}}) {
     Env b = e;
     b[name] = bad;
     RequireError(b, name, bad);
@@ -348,7 +354,8 @@ TEST_CASE("geops --help documents every variable") {
         "GEOPS_RDMA_SLOT_BYTES", "GEOPS_CONNECT_TIMEOUT", "GEOPS_MAX_MESSAGE_MB", "GEOPS_PARTY",
         "MXNET_KVSTORE_USE_HFA", "ENABLE_P3", "GEOPS_GLOBAL_KEYFILE", "GEOPS_LOCAL_KEYFILE",
         "GEOPS_RDMA_SECRET_FILE", "GEOPS_GLOBAL_HEARTBEAT_TIMEOUT", "GEOPS_WAN_WINDOW_KB",
-        "GEOPS_WAN_COALESCE_BYTES", "GEOPS_WAN_COALESCE_US", "MXNET_KVSTORE_BIGARRAY_BOUND"}) {
+        "GEOPS_WAN_COALESCE_BYTES", "GEOPS_WAN_COALESCE_US", "MXNET_KVSTORE_BIGARRAY_BOUND",
+        "GEOPS_WAN_DTYPE"}) {
     INFO(v);
     REQUIRE(help.find(v) != std::string::npos);
   }

@@ -54,6 +54,8 @@ run hier 4 --mode hier --parties 2 --workers 2 --model resnet50 --scale 64 --rou
 run flat 8 --mode flat --parties 2 --workers 2 --model resnet50 --scale 64 --rounds 4 "$@"
 # The central party training too adds LAN traffic only.
 run hier-central 4 --mode hier --parties 2 --workers 2 --central-workers --model resnet50 --scale 64 --rounds 3 "$@"
+# 16-bit values on the WAN: half the bytes (the sums of small integers stay exact).
+GEOPS_WAN_DTYPE=fp16 run hier-fp16 2 --mode hier --parties 2 --workers 2 --model resnet50 --scale 64 --rounds 3 "$@"
 # Many tiny keys and three global servers.
 run hier-tiny 4 --mode hier --parties 2 --workers 2 --global-servers 3 --model sizes:600x1K,3x256K --rounds 3 "$@"
 rows=$(grep -c ',1,[0-9]*$' "$work/rounds.csv" || true)

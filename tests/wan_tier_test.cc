@@ -3,7 +3,6 @@
 // bit for bit by every worker (RunExact); what is asserted beyond that is
 // read from the processes' own counters and logs.
 #include <catch2/catch.hpp>
-#include <regex>
 
 #include "cluster_util.h"
 
@@ -12,14 +11,24 @@ using namespace geops::testing;
 
 namespace {
 
-// "NAME=N" from a process's stdout (its geops-stats line for `tier`).
+// The number after "NAME=" in `text` from `from` on (0 if absent).
+uint64_t NumberAfter(const std::string& text, const std::string& name, size_t from = 0) {
+  size_t at = text.find(" " + name + "=", from);
+  return at == std::string::npos ? 0 : std::stoull(text.substr(at + name.size() + 2));
+}
+
+// NAME of `tier` in a process's geops-stats line.
 uint64_t StatOf(const std::vector<ProcessResult>& results, const std::string& process,
                 const std::string& tier, const std::string& name) {
   for (const auto& r : results) {
     if (r.name != process) continue;
-    std::smatch m;
-    std::regex line("geops-stats [^\\n]* tier=" + tier + " [^\\n]*\\b" + name + "=([0-9]+)");
-    if (std::regex_search(r.stdout_text, m, line)) return std::stoull(m[1]);
+    size_t at = r.stdout_text.find("geops-stats ");
+    while (at != std::string::npos) {
+      size_t end = r.stdout_text.find('\n', at);
+      std::string line = r.stdout_text.substr(at, end - at);
+      if (line.find(" tier=" + tier + " ") != std::string::npos) return NumberAfter(line, name);
+      at = r.stdout_text.find("geops-stats ", end);
+    }
   }
   FAIL("no " << name << " of tier " << tier << " from " << process);
   return 0;
@@ -30,10 +39,11 @@ std::vector<uint64_t> BytesSummed(const std::vector<ProcessResult>& results) {
   std::vector<uint64_t> out;
   for (const auto& r : results) {
     if (r.name.find("global_server") == std::string::npos) continue;
-    std::smatch m;
     std::string log = ReadFile(r.stderr_path);
-    REQUIRE(std::regex_search(log, m, std::regex("([0-9]+) bytes summed")));
-    out.push_back(std::stoull(m[1]));
+    size_t at = log.find(" bytes summed");
+    REQUIRE(at != std::string::npos);
+    size_t begin = log.rfind(' ', at - 1) + 1;
+    out.push_back(std::stoull(log.substr(begin, at - begin)));
   }
   return out;
 }
@@ -102,4 +112,30 @@ TEST_CASE("ENABLE_P3: sums leave by priority through a small window, still exact
   Outcome out = RunExact(t, 4, nullptr, /*zero_copy=*/false);
   // Pushes and pulls travel apart: at least two requests per batch.
   REQUIRE(StatOf(out.results, "A.server0", "global", "sent_msgs") >= 20 * 4);
+}
+
+TEST_CASE("GEOPS_WAN_DTYPE: the WAN carries 16 bits per value, the sums stay exact",
+          "[cluster][wan]") {
+  // Small integers are exact in float16 and bfloat16, so the trainer's
+  // bit-exact check holds; what halves is the global tier's traffic.
+  Topology t = Base(10, "20000,3000,7");
+  t.global_servers = 2;
+  t.env["GEOPS_RULE"] = "sum";
+  Outcome full = RunExact(t, 4, nullptr, /*zero_copy=*/false);
+  const double full_bytes = StatOf(full.results, "A.server0", "global", "sent_bytes") +
+                            StatOf(full.results, "A.server0", "global", "recv_bytes");
+  for (const char* d : {"fp16", "bf16"}) {
+    DYNAMIC_SECTION("GEOPS_WAN_DTYPE=" << d) {
+      t.env["GEOPS_WAN_DTYPE"] = d;
+      Outcome half = RunExact(t, 4, nullptr, /*zero_copy=*/false);
+      const double bytes = StatOf(half.results, "A.server0", "global", "sent_bytes") +
+                           StatOf(half.results, "A.server0", "global", "recv_bytes");
+      INFO("party A's WAN bytes: " << bytes << " against " << full_bytes << " in float32");
+      REQUIRE(bytes / full_bytes > 0.45);
+      REQUIRE(bytes / full_bytes < 0.55);
+      // The party's own tier stays float32 (heartbeats aside).
+      const double local = StatOf(half.results, "A.server0", "local", "recv_bytes");
+      REQUIRE(local / StatOf(full.results, "A.server0", "local", "recv_bytes") > 0.99);
+    }
+  }
 }

@@ -69,7 +69,13 @@ std::string RandomRoutingId() {
 }  // namespace
 
 void TcpTransport::ContextDeleter::operator()(void* ctx) const { zmq_ctx_term(ctx); }
-void TcpTransport::SocketDeleter::operator()(void* sock) const { zmq_close(sock); }
+void TcpTransport::SocketDeleter::operator()(void* sock) const {
+  // Stop a socket monitor first: closing a watched socket emits events
+  // (DISCONNECTED, with the endpoint in a heap message) that libzmq leaks
+  // when nobody reads them any more. A no-op on unwatched sockets.
+  zmq_socket_monitor(sock, nullptr, 0);
+  zmq_close(sock);
+}
 
 TcpTransport::TcpTransport(size_t max_message_bytes)
     : max_message_bytes_(max_message_bytes), context_(zmq_ctx_new()) {

@@ -510,6 +510,13 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
                    static_cast<int>(absl::ToInt64Microseconds(c.wan_coalesce_delay)), "");
   if (!cu.ok()) return cu.status();
   c.wan_coalesce_delay = absl::Microseconds(*cu);
+  if (auto v = Get(env, "GEOPS_WAN_DTYPE")) {
+    std::string d = absl::AsciiStrToLower(*v);
+    if (d == "float32" || d == "fp32") c.wan_precision = Config::WanPrecision::kFull;
+    else if (d == "float16" || d == "fp16") c.wan_precision = Config::WanPrecision::kFloat16;
+    else if (d == "bfloat16" || d == "bf16") c.wan_precision = Config::WanPrecision::kBFloat16;
+    else return Bad("GEOPS_WAN_DTYPE", *v, "float32, float16 (fp16) or bfloat16 (bf16)");
+  }
   auto p3 = GetBool(env, "ENABLE_P3");
   if (!p3.ok()) return p3.status();
   c.wan_priority = *p3;
@@ -647,6 +654,11 @@ Liveness
                             (microseconds, default 1000); a batch also leaves
                             as soon as the server has read every message its
                             workers sent.
+  GEOPS_WAN_DTYPE           float16 (fp16) or bfloat16 (bf16): a party server
+                            sends its float32 sums, and gets their results, in
+                            16 bits (rounded to nearest even); the global
+                            servers sum in float32. Halves the WAN's bytes; the
+                            party's own tier stays float32. Default float32.
   ENABLE_P3                 1: a party server sends its sums in priority order
                             (older rounds first, then lower keys: number keys
                             in forward order, as frameworks register layers)

@@ -89,6 +89,10 @@ struct Config {
   // P3 (ENABLE_P3) and its window (GEOPS_WAN_WINDOW_KB).
   bool wan_priority = false;
   size_t wan_window_bytes = 8 << 20;
+  // float32 sums on the WAN in 16 bits (GEOPS_WAN_DTYPE): 0 as they are,
+  // 16 IEEE half, 'b' bfloat16.
+  enum class WanPrecision { kFull, kFloat16, kBFloat16 };
+  WanPrecision wan_precision = WanPrecision::kFull;
   // Keys of at least this many elements are spread over all global servers
   // (MXNET_KVSTORE_BIGARRAY_BOUND, as in GeoMX/MXNet); 0: never.
   int64_t bigarray_bound = 1000000;

@@ -12,6 +12,10 @@ namespace geops {
 absl::StatusOr<std::optional<Buffer>> AggregationTable::Add(Key key, uint64_t round, DType dtype,
                                                             const Buffer& value,
                                                             uint64_t contributor) {
+  if (!SummableDType(dtype)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "key %d: %s values are widened to float32 before they are summed", key, DTypeName(dtype)));
+  }
   KeyState& k = keys_[key];
   if (!k.shaped) {
     k.dtype = dtype;

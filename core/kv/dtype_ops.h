@@ -12,6 +12,9 @@
 
 namespace geops {
 
+// Calls f with a value of d's C++ type. The 16-bit floats have none: they
+// are widened to float32 before any arithmetic (core/kv/half.h), and
+// callers refuse them (SummableDType) before they get here.
 template <typename F>
 auto VisitDType(DType d, F&& f) {
   switch (d) {
@@ -19,10 +22,14 @@ auto VisitDType(DType d, F&& f) {
     case DType::kInt32: return f(int32_t{});
     case DType::kInt64: return f(int64_t{});
     case DType::kFloat32:
+    case DType::kFloat16:
+    case DType::kBFloat16:
     case DType::kNone: break;
   }
   return f(float{});
 }
+
+inline bool SummableDType(DType d) { return d != DType::kFloat16 && d != DType::kBFloat16; }
 
 template <typename T>
 T LoadAt(const std::byte* base, size_t i) {
