@@ -641,6 +641,18 @@ Liveness
                             Default: the global (WAN) tier only.
   PS_RESEND_TIMEOUT         at most this many milliseconds from a broken
                             connection to the resend (default 1000).
+  GEOPS_GLOBAL_HEARTBEAT_TIMEOUT  the same for the global (WAN) tier, which
+                            may need longer: a link between data centres can
+                            stall for seconds and recover (default: as
+                            PS_HEARTBEAT_TIMEOUT).
+  GEOPS_STARTUP_TIMEOUT     seconds a scheduler waits for every node to
+                            register, and a node for its node table (default 300).
+  GEOPS_CONNECT_TIMEOUT     seconds a node waits for its scheduler to answer
+                            its registration; then it stops, naming the
+                            scheduler's address (default 30, at most
+                            GEOPS_STARTUP_TIMEOUT).
+
+WAN tier (see README "Cross-DC experiments")
   MXNET_KVSTORE_BIGARRAY_BOUND  a key of at least this many elements is spread
                             over every global server, a contiguous slice each,
                             so one big tensor uses all of them (default
@@ -671,16 +683,6 @@ Liveness
                             WAN's rate x RTT, or the link idles, and smaller
                             than a round's bytes, or nothing waits to be
                             overtaken.
-  GEOPS_GLOBAL_HEARTBEAT_TIMEOUT  the same for the global (WAN) tier, which
-                            may need longer: a link between data centres can
-                            stall for seconds and recover (default: as
-                            PS_HEARTBEAT_TIMEOUT).
-  GEOPS_STARTUP_TIMEOUT     seconds a scheduler waits for every node to
-                            register, and a node for its node table (default 300).
-  GEOPS_CONNECT_TIMEOUT     seconds a node waits for its scheduler to answer
-                            its registration; then it stops, naming the
-                            scheduler's address (default 30, at most
-                            GEOPS_STARTUP_TIMEOUT).
 
 Security
   GEOPS_GLOBAL_KEYFILE      a key file: the global tier runs ZeroMQ CURVE with
