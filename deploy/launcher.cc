@@ -83,7 +83,17 @@ absl::StatusOr<std::vector<ProcessSpec>> Plan(const Topology& t) {
   auto host_of = [&](int party) {
     return t.party_hosts.empty() ? t.host : t.party_hosts[party];
   };
-  auto gport = FreePort(host_of(0));
+  // Every scheduler of the plan on a port of its own: two picks can land on
+  // the same free port, and the second scheduler to start would fail.
+  std::set<int> taken;
+  auto pick_port = [&](const std::string& host) -> absl::StatusOr<int> {
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      auto p = FreePort(host);
+      if (!p.ok() || taken.insert(*p).second) return p;
+    }
+    return absl::UnavailableError(absl::StrCat("cannot find free ports on ", host));
+  };
+  auto gport = pick_port(host_of(0));
   if (!gport.ok()) return gport.status();
   std::string gp = absl::StrCat(*gport);
   const int central_trainers = t.central_training ? 1 + t.central_workers : 0;
@@ -110,7 +120,7 @@ absl::StatusOr<std::vector<ProcessSpec>> Plan(const Topology& t) {
 
   auto party = [&](const std::string& name, int index, int servers, int workers, bool central) {
     const std::string host = host_of(index);
-    auto port = FreePort(host);
+    auto port = pick_port(host);
     if (!port.ok()) return port.status();
     std::map<std::string, std::string> local = {
         {"DMLC_PS_ROOT_URI", host},

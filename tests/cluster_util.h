@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <iostream>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -33,11 +34,13 @@ inline std::string ReadFile(const std::string& path) {
   return s.str();
 }
 
+// The logs of every process that failed, on stderr (ctest shows them with
+// --output-on-failure): why a cluster test failed is in there.
 inline void DumpFailures(const std::vector<ProcessResult>& results) {
   for (const auto& r : results) {
     if (r.exit_code == 0) continue;
-    UNSCOPED_INFO(r.name << " exit=" << r.exit_code << " signal=" << r.signal << "\n"
-                         << ReadFile(r.stderr_path));
+    std::cerr << "---- " << r.name << " exit=" << r.exit_code << " signal=" << r.signal << "\n"
+              << ReadFile(r.stderr_path);
   }
 }
 
