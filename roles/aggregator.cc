@@ -282,16 +282,8 @@ void Aggregator::Pump() {
   // Highest priority first (older rounds, then lower keys: the layers the
   // next forward pass needs first), and only while the bytes on their way
   // leave room: what waits here can still be overtaken.
-  while (!queue_.empty() && (in_flight_ == 0 || in_flight_ < wan_.window_bytes)) {
-    std::vector<Outgoing> take;
-    size_t bytes = 0;
-    while (!queue_.empty() && (take.empty() || bytes < wan_.coalesce_bytes)) {
-      bytes += queue_.begin()->second.total.size();
-      take.push_back(std::move(queue_.begin()->second));
-      queue_.erase(queue_.begin());
-    }
-    in_flight_ += bytes;
-    ForEachRequest(std::move(take), [this](Batch batch) {
+  while (!queue_.empty() && in_flight_ < wan_.window_bytes) {
+    ForEachRequest(TakeBatch(queue_, in_flight_), [this](Batch batch) {
       if (batch->front().fetch) {
         Send(batch, msgflag::kPull);
         return;
@@ -314,20 +306,24 @@ void Aggregator::Pump() {
   PumpPulls();
 }
 
+std::vector<Aggregator::Outgoing> Aggregator::TakeBatch(Queue& queue, size_t& in_flight) {
+  std::vector<Outgoing> take;
+  size_t bytes = 0;
+  while (!queue.empty() && (take.empty() || bytes < wan_.coalesce_bytes)) {
+    bytes += queue.begin()->second.total.size();
+    take.push_back(std::move(queue.begin()->second));
+    queue.erase(queue.begin());
+  }
+  in_flight += bytes;
+  return take;
+}
+
 void Aggregator::PumpPulls() {
   // Results come back in the order they are asked for, with at most a
   // window of them on their way: a late first layer overtakes the results
   // not yet asked for, however big.
-  while (!pulls_.empty() && (pulls_in_flight_ == 0 || pulls_in_flight_ < wan_.window_bytes)) {
-    std::vector<Outgoing> take;
-    size_t bytes = 0;
-    while (!pulls_.empty() && (take.empty() || bytes < wan_.coalesce_bytes)) {
-      bytes += pulls_.begin()->second.total.size();
-      take.push_back(std::move(pulls_.begin()->second));
-      pulls_.erase(pulls_.begin());
-    }
-    pulls_in_flight_ += bytes;
-    ForEachRequest(std::move(take), [this](Batch batch) {
+  while (!pulls_.empty() && pulls_in_flight_ < wan_.window_bytes) {
+    ForEachRequest(TakeBatch(pulls_, pulls_in_flight_), [this](Batch batch) {
       size_t batch_bytes = 0;
       for (Outgoing& o : *batch) {
         batch_bytes += o.total.size();

@@ -142,16 +142,21 @@ class Aggregator {
   // windows allow.
   void Pump();
   void PumpPulls();
+  // By (round, key): the order P3 sends in.
+  using Queue = std::multimap<std::pair<uint64_t, Key>, Outgoing>;
+  // Up to coalesce_bytes (at least one entry) from the front of `queue`,
+  // their bytes added to `in_flight`.
+  std::vector<Outgoing> TakeBatch(Queue& queue, size_t& in_flight);
   std::vector<Outgoing> outbox_;  // party sums and fetches not yet sent
   size_t outbox_bytes_ = 0;
   absl::Time outbox_since_;       // when its oldest entry came
   // P3: what waits for the window, by (round, key); and the bytes of
   // pushes sent and not yet acknowledged.
-  std::multimap<std::pair<uint64_t, Key>, Outgoing> queue_;
+  Queue queue_;
   size_t in_flight_ = 0;
   // P3: sums sent whose results are not asked for yet, by (round, key); and
   // the bytes of results asked for and not yet here.
-  std::multimap<std::pair<uint64_t, Key>, Outgoing> pulls_;
+  Queue pulls_;
   size_t pulls_in_flight_ = 0;
 };
 

@@ -66,30 +66,30 @@ inline float HalfToFloat(uint16_t h) {
   return BitsFloat(sign | (e << 23) | ((m & 0x3FFu) << 13));
 }
 
-// float32 values -> `to` (kFloat16 or kBFloat16), in a new Buffer.
-inline Buffer Narrow(DType to, const Buffer& f32) {
-  const size_t n = f32.size() / 4;
-  Buffer out = Buffer::Allocate(n * 2);
+// Converts `in` (elements of In) into a new Buffer of Out elements.
+template <typename In, typename Out, typename F>
+Buffer Convert(const Buffer& in, F convert) {
+  const size_t n = in.size() / sizeof(In);
+  Buffer out = Buffer::Allocate(n * sizeof(Out));
   for (size_t i = 0; i < n; ++i) {
-    float v;
-    std::memcpy(&v, f32.data() + 4 * i, 4);
-    uint16_t h = to == DType::kFloat16 ? FloatToHalf(v) : FloatToBFloat16(v);
-    std::memcpy(out.data() + 2 * i, &h, 2);
+    In v;
+    std::memcpy(&v, in.data() + sizeof(In) * i, sizeof(In));
+    const Out o = convert(v);
+    std::memcpy(out.data() + sizeof(Out) * i, &o, sizeof(Out));
   }
   return out;
 }
 
+// float32 values -> `to` (kFloat16 or kBFloat16), in a new Buffer.
+inline Buffer Narrow(DType to, const Buffer& f32) {
+  return to == DType::kFloat16 ? Convert<float, uint16_t>(f32, FloatToHalf)
+                               : Convert<float, uint16_t>(f32, FloatToBFloat16);
+}
+
 // `from` (kFloat16 or kBFloat16) values -> float32, in a new Buffer.
 inline Buffer Widen(DType from, const Buffer& h16) {
-  const size_t n = h16.size() / 2;
-  Buffer out = Buffer::Allocate(n * 4);
-  for (size_t i = 0; i < n; ++i) {
-    uint16_t h;
-    std::memcpy(&h, h16.data() + 2 * i, 2);
-    float v = from == DType::kFloat16 ? HalfToFloat(h) : BFloat16ToFloat(h);
-    std::memcpy(out.data() + 4 * i, &v, 4);
-  }
-  return out;
+  return from == DType::kFloat16 ? Convert<uint16_t, float>(h16, HalfToFloat)
+                                 : Convert<uint16_t, float>(h16, BFloat16ToFloat);
 }
 
 }  // namespace geops
