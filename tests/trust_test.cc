@@ -180,7 +180,19 @@ TEST_CASE("with DMLC_ENABLE_CENTRAL_WORKER=0 the central workers' pushes are ign
   t.central_workers = 1;       // this worker pushes every round ...
   t.central_training = false;  // ... and DMLC_NUM_ALL_WORKER=4 leaves it out
   // Five workers check every value: the four that count and the one ignored.
-  RunExact(t, 5);
+  // The ignored one holds no round back; when it lags, its pulls are
+  // answered with a later round's exact result, which it accepts only as
+  // such (later_results counts those rounds).
+  Outcome out = RunExact(t, 5);
+  bool seen = false;
+  for (const auto& r : out.results) {
+    if (r.name != "central.worker1") continue;
+    INFO(r.stdout_text);
+    REQUIRE(r.stdout_text.find("counted=0") != std::string::npos);
+    REQUIRE(r.stdout_text.find("later_results=") != std::string::npos);
+    seen = true;
+  }
+  REQUIRE(seen);
 }
 
 TEST_CASE("forged aborts and pushes from strangers are rejected and training stays exact",
