@@ -1,0 +1,236 @@
+#include "core/kv/sparse.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "absl/strings/str_format.h"
+#include "core/kv/half.h"
+
+namespace geops {
+namespace {
+
+constexpr uint32_t kMagic = 0x4B505347;  // "GSPK" read little-endian
+constexpr uint8_t kVersion = 1;
+constexpr uint8_t kFormDense = 0, kFormTopK = 1;
+constexpr uint8_t kBitAccumulate = 1;
+
+size_t ValueBytes(DType d) { return d == DType::kFloat32 ? 4 : 2; }
+size_t IndexBytes(uint64_t elements) { return elements <= (uint64_t{1} << 32) ? 4 : 8; }
+
+template <typename T>
+void Put(std::byte* at, T v) {
+  std::memcpy(at, &v, sizeof(T));
+}
+template <typename T>
+T Get(const std::byte* at) {
+  T v;
+  std::memcpy(&v, at, sizeof(T));
+  return v;
+}
+
+// One float32 as `d` on the wire, and what the receiver reads back.
+uint16_t Narrow16(DType d, float v) {
+  return d == DType::kFloat16 ? FloatToHalf(v) : FloatToBFloat16(v);
+}
+float Widen16(DType d, uint16_t h) {
+  return d == DType::kFloat16 ? HalfToFloat(h) : BFloat16ToFloat(h);
+}
+void PutValue(std::byte* at, DType d, float v) {
+  if (d == DType::kFloat32) Put<float>(at, v);
+  else Put<uint16_t>(at, Narrow16(d, v));
+}
+float GetValue(const std::byte* at, DType d) {
+  return d == DType::kFloat32 ? Get<float>(at) : Widen16(d, Get<uint16_t>(at));
+}
+// What a value reads back as after crossing in `d`.
+float RoundTrip(DType d, float v) { return d == DType::kFloat32 ? v : Widen16(d, Narrow16(d, v)); }
+
+Buffer NewContainer(size_t bytes, uint8_t form, DType d, bool accumulate, uint64_t elements,
+              uint64_t entries) {
+  Buffer b = Buffer::Allocate(bytes);
+  std::byte* p = b.data();
+  Put<uint32_t>(p, kMagic);
+  Put<uint8_t>(p + 4, kVersion);
+  Put<uint8_t>(p + 5, form);
+  Put<uint8_t>(p + 6, static_cast<uint8_t>(d));
+  Put<uint8_t>(p + 7, accumulate ? kBitAccumulate : 0);
+  Put<uint64_t>(p + 8, elements);
+  Put<uint64_t>(p + 16, entries);
+  return b;
+}
+
+absl::Status Malformed(const std::string& why) {
+  return absl::InvalidArgumentError(absl::StrCat("malformed compressed value: ", why));
+}
+
+}  // namespace
+
+uint64_t TopKCount(uint64_t n, double density) {
+  if (n == 0) return 0;
+  const double k = std::ceil(static_cast<double>(n) * density);
+  if (!(k >= 1)) return 1;
+  return k >= static_cast<double>(n) ? n : static_cast<uint64_t>(k);
+}
+
+Buffer EncodeDense(const Buffer& f32, DType value_dtype, bool accumulate) {
+  const uint64_t n = f32.size() / sizeof(float);
+  const size_t vb = ValueBytes(value_dtype);
+  Buffer b = NewContainer(kSparseHeaderBytes + n * vb, kFormDense, value_dtype, accumulate, n, n);
+  std::byte* out = b.data() + kSparseHeaderBytes;
+  for (uint64_t i = 0; i < n; ++i) PutValue(out + i * vb, value_dtype, Get<float>(f32.data() + 4 * i));
+  return b;
+}
+
+absl::StatusOr<SparseInfo> InspectSparse(const Buffer& wire) {
+  if (wire.size() < kSparseHeaderBytes) return Malformed("shorter than its header");
+  const std::byte* p = wire.data();
+  if (Get<uint32_t>(p) != kMagic) return Malformed("bad magic");
+  if (Get<uint8_t>(p + 4) != kVersion) {
+    return Malformed(absl::StrFormat("version %d (this geops reads 1)", Get<uint8_t>(p + 4)));
+  }
+  const uint8_t form = Get<uint8_t>(p + 5);
+  const uint8_t d = Get<uint8_t>(p + 6);
+  const uint8_t bits = Get<uint8_t>(p + 7);
+  if (form != kFormDense && form != kFormTopK) return Malformed(absl::StrFormat("form %d", form));
+  if (d != static_cast<uint8_t>(DType::kFloat32) && d != static_cast<uint8_t>(DType::kFloat16) &&
+      d != static_cast<uint8_t>(DType::kBFloat16)) {
+    return Malformed(absl::StrFormat("value dtype %d (float32, fp16 or bf16 expected)", d));
+  }
+  if (bits & ~kBitAccumulate) return Malformed(absl::StrFormat("unknown bits 0x%x", bits));
+  SparseInfo info;
+  info.topk = form == kFormTopK;
+  info.accumulate = bits & kBitAccumulate;
+  info.value_dtype = static_cast<DType>(d);
+  info.elements = Get<uint64_t>(p + 8);
+  info.entries = Get<uint64_t>(p + 16);
+  const size_t per = ValueBytes(info.value_dtype) + (info.topk ? IndexBytes(info.elements) : 0);
+  const size_t body = wire.size() - kSparseHeaderBytes;
+  // Compared by division first: a hostile count must not overflow a product.
+  if (info.entries > body / per || info.entries * per != body) {
+    return Malformed(absl::StrFormat("%d entries do not fill %d bytes", info.entries, body));
+  }
+  if (info.entries > info.elements || (!info.topk && info.entries != info.elements)) {
+    return Malformed(absl::StrFormat("%d entries for %d elements", info.entries, info.elements));
+  }
+  return info;
+}
+
+absl::Status DecodeSparse(const Buffer& wire, const Buffer& dense) {
+  auto info = InspectSparse(wire);
+  if (!info.ok()) return info.status();
+  const uint64_t n = dense.size() / sizeof(float);
+  if (info->elements != n || dense.size() % sizeof(float) != 0) {
+    return Malformed(absl::StrFormat("%d elements where the key has %d", info->elements, n));
+  }
+  const std::byte* body = wire.data() + kSparseHeaderBytes;
+  const size_t vb = ValueBytes(info->value_dtype);
+  std::byte* out = dense.data();
+  if (!info->topk) {
+    for (uint64_t i = 0; i < n; ++i) {
+      float v = GetValue(body + i * vb, info->value_dtype);
+      if (info->accumulate) v += Get<float>(out + 4 * i);
+      Put<float>(out + 4 * i, v);
+    }
+    return absl::OkStatus();
+  }
+  // Indices first, all of them, so a bad one changes nothing.
+  const size_t ib = IndexBytes(n);
+  const uint64_t m = info->entries;
+  auto index = [&](uint64_t j) {
+    return ib == 4 ? uint64_t{Get<uint32_t>(body + j * 4)} : Get<uint64_t>(body + j * 8);
+  };
+  for (uint64_t j = 0; j < m; ++j) {
+    const uint64_t at = index(j);
+    if (at >= n || (j > 0 && at <= index(j - 1))) {
+      return Malformed(absl::StrFormat("index %d at entry %d (indices increase, below %d)", at, j, n));
+    }
+  }
+  if (!info->accumulate) std::memset(out, 0, dense.size());
+  const std::byte* values = body + m * ib;
+  for (uint64_t j = 0; j < m; ++j) {
+    const uint64_t at = index(j);
+    float v = GetValue(values + j * vb, info->value_dtype);
+    if (info->accumulate) v += Get<float>(out + 4 * at);
+    Put<float>(out + 4 * at, v);
+  }
+  return absl::OkStatus();
+}
+
+Buffer ErrorFeedback::Compress(Key key, const Buffer& f32, bool accumulate) {
+  const uint64_t n = f32.size() / sizeof(float);
+  std::vector<float>& r = residual_[key];
+  if (r.size() != n) r.assign(n, 0.0f);
+  // r becomes what is to be sent: this value plus what earlier rounds kept.
+  for (uint64_t i = 0; i < n; ++i) r[i] += Get<float>(f32.data() + 4 * i);
+
+  const uint64_t k = TopKCount(n, density_);
+  // A 16-bit value that would overflow goes as float32 instead: infinity
+  // in the residual would poison every later round.
+  DType vd = value_dtype_;
+  auto overflows = [&](float v) {
+    return vd != DType::kFloat32 && std::isfinite(v) && !std::isfinite(RoundTrip(vd, v));
+  };
+
+  if (k == n) {
+    for (uint64_t i = 0; i < n && vd != DType::kFloat32; ++i) {
+      if (overflows(r[i])) vd = DType::kFloat32;
+    }
+    const size_t vb = ValueBytes(vd);
+    Buffer b = NewContainer(kSparseHeaderBytes + n * vb, kFormDense, vd, accumulate, n, n);
+    std::byte* out = b.data() + kSparseHeaderBytes;
+    for (uint64_t i = 0; i < n; ++i) {
+      PutValue(out + i * vb, vd, r[i]);
+      r[i] -= RoundTrip(vd, r[i]);
+    }
+    return b;
+  }
+
+  // The k-th largest magnitude (NaN counts as largest, so it is sent and
+  // shows up where it belongs instead of hiding in the residual), then one
+  // scan in index order: everything above it, and ties up to k by index.
+  auto mag = [](float v) { return std::isnan(v) ? std::numeric_limits<float>::infinity() : std::fabs(v); };
+  std::vector<float> m(n);
+  for (uint64_t i = 0; i < n; ++i) m[i] = mag(r[i]);
+  std::nth_element(m.begin(), m.begin() + static_cast<ptrdiff_t>(k - 1), m.end(), std::greater<float>());
+  const float t = m[k - 1];
+  uint64_t above = 0;
+  for (uint64_t i = 0; i < k; ++i) above += m[i] > t;  // the first k hold every one above t
+  std::vector<float>().swap(m);
+  std::vector<uint64_t> pick;
+  pick.reserve(k);
+  uint64_t ties = k - above;
+  for (uint64_t i = 0; i < n && pick.size() < k; ++i) {
+    const float a = mag(r[i]);
+    if (a > t) {
+      pick.push_back(i);
+    } else if (a == t && ties > 0) {
+      --ties;
+      pick.push_back(i);
+    }
+  }
+  for (uint64_t i : pick) {
+    if (overflows(r[i])) vd = DType::kFloat32;
+  }
+  const size_t vb = ValueBytes(vd), ib = IndexBytes(n);
+  Buffer b = NewContainer(kSparseHeaderBytes + k * (ib + vb), kFormTopK, vd, accumulate, n, k);
+  std::byte* idx = b.data() + kSparseHeaderBytes;
+  std::byte* val = idx + k * ib;
+  for (uint64_t j = 0; j < k; ++j) {
+    const uint64_t i = pick[j];
+    if (ib == 4) Put<uint32_t>(idx + j * 4, static_cast<uint32_t>(i));
+    else Put<uint64_t>(idx + j * 8, i);
+    PutValue(val + j * vb, vd, r[i]);
+    r[i] -= RoundTrip(vd, r[i]);
+  }
+  return b;
+}
+
+const std::vector<float>& ErrorFeedback::Residual(Key key) const {
+  static const std::vector<float> kNone;
+  auto it = residual_.find(key);
+  return it == residual_.end() ? kNone : it->second;
+}
+
+}  // namespace geops
