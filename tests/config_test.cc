@@ -261,20 +261,17 @@ TEST_CASE("scheduler host names resolve to the address the scheduler binds") {
 
 TEST_CASE("GeoMX accelerator variables are refused or reported, never ignored silently") {
   Env e = Local("worker");
-  e["MXNET_KVSTORE_USE_HFA"] = "1";
-  RequireError(e, "MXNET_KVSTORE_USE_HFA", "1");
-  e["MXNET_KVSTORE_USE_HFA"] = "0";
   e["ENABLE_DGT"] = "2";
   RequireError(e, "ENABLE_DGT", "2");
   e.erase("ENABLE_DGT");
   e["ENABLE_INTER_TS"] = "1";
-  e["MXNET_KVSTORE_SIZE_LOWER_BOUND"] = "200000";
+  e["DMLC_K"] = "0.8";
   auto c = Parse(e);
   REQUIRE(c.ok());
   REQUIRE(c->warnings.size() == 2);
   std::string all = c->warnings[0] + "\n" + c->warnings[1];
   REQUIRE(all.find("ENABLE_INTER_TS=\"1\"") != std::string::npos);
-  REQUIRE(all.find("MXNET_KVSTORE_SIZE_LOWER_BOUND=\"200000\"") != std::string::npos);
+  REQUIRE(all.find("DMLC_K=\"0.8\"") != std::string::npos);
   REQUIRE(Parse(Local("worker"))->warnings.empty());
 }
 
@@ -302,6 +299,43 @@ TEST_CASE("the WAN tier's variables parse and are checked") {
   REQUIRE(Parse(e)->wan_precision == Config::WanPrecision::kBFloat16);
   e["GEOPS_WAN_DTYPE"] = "float16";
   REQUIRE(Parse(e)->wan_precision == Config::WanPrecision::kFloat16);
+  REQUIRE(c->wan_topk == 0);
+  REQUIRE(c->wan_topk_min_elems == 200000);  // GeoMX's default
+  REQUIRE_FALSE(c->wan_mixed);
+  REQUIRE_FALSE(c->hfa);
+  e["GEOPS_WAN_TOPK"] = "1%";
+  REQUIRE(Parse(e)->wan_topk == Approx(0.01));
+  e["GEOPS_WAN_TOPK"] = "0.001";
+  e["MXNET_KVSTORE_SIZE_LOWER_BOUND"] = "1000";
+  e["GEOPS_WAN_SYNC"] = "mixed";
+  e["GEOPS_WAN_STALENESS"] = "3";
+  c = Parse(e);
+  REQUIRE(c.ok());
+  REQUIRE(c->warnings.empty());
+  REQUIRE(c->wan_topk == Approx(0.001));
+  REQUIRE(c->wan_topk_min_elems == 1000);
+  REQUIRE(c->wan_mixed);
+  REQUIRE(c->wan_staleness == 3);
+  // HFA's global rounds are synchronous: not together with MixedSync.
+  e["MXNET_KVSTORE_USE_HFA"] = "1";
+  RequireError(e, "GEOPS_WAN_SYNC", "mixed");
+  e["GEOPS_WAN_SYNC"] = "sync";
+  e["MXNET_KVSTORE_HFA_K1"] = "4";
+  e["MXNET_KVSTORE_HFA_K2"] = "2";
+  c = Parse(e);
+  REQUIRE(c.ok());
+  REQUIRE(c->hfa);
+  REQUIRE(c->hfa_k1 == 4);
+  REQUIRE(c->hfa_k2 == 2);
+  for (auto [name, bad] : {std::pair{"GEOPS_WAN_TOPK", "0"}, {"GEOPS_WAN_TOPK", "150%"},
+                           {"GEOPS_WAN_TOPK", "some"}, {"GEOPS_WAN_TOPK", "0.00001"},
+                           {"MXNET_KVSTORE_SIZE_LOWER_BOUND", "-3"}, {"GEOPS_WAN_SYNC", "eventual"},
+                           {"GEOPS_WAN_STALENESS", "-1"}, {"MXNET_KVSTORE_USE_HFA", "maybe"},
+                           {"MXNET_KVSTORE_HFA_K1", "0"}, {"MXNET_KVSTORE_HFA_K2", "x"}}) {
+    Env b = e;
+    b[name] = bad;
+    RequireError(b, name, bad);
+  }
   for (auto [name, bad] : {std::pair{"ENABLE_P3", "yes please"}, {"GEOPS_WAN_WINDOW_KB", "8"},
                            {"MXNET_KVSTORE_BIGARRAY_BOUND", "-1"},
                            {"GEOPS_WAN_COALESCE_BYTES", "lots"}, {"GEOPS_WAN_COALESCE_US", "-5"},
@@ -355,7 +389,8 @@ TEST_CASE("geops --help documents every variable") {
         "MXNET_KVSTORE_USE_HFA", "ENABLE_P3", "GEOPS_GLOBAL_KEYFILE", "GEOPS_LOCAL_KEYFILE",
         "GEOPS_RDMA_SECRET_FILE", "GEOPS_GLOBAL_HEARTBEAT_TIMEOUT", "GEOPS_WAN_WINDOW_KB",
         "GEOPS_WAN_COALESCE_BYTES", "GEOPS_WAN_COALESCE_US", "MXNET_KVSTORE_BIGARRAY_BOUND",
-        "GEOPS_WAN_DTYPE"}) {
+        "GEOPS_WAN_DTYPE", "GEOPS_WAN_TOPK", "MXNET_KVSTORE_SIZE_LOWER_BOUND", "GEOPS_WAN_SYNC",
+        "GEOPS_WAN_STALENESS", "MXNET_KVSTORE_HFA_K1", "MXNET_KVSTORE_HFA_K2"}) {
     INFO(v);
     REQUIRE(help.find(v) != std::string::npos);
   }

@@ -20,6 +20,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 
 namespace geops {
 namespace {
@@ -215,10 +216,6 @@ absl::Status CheckGeoMXVariables(const EnvLookup& env, std::vector<std::string>*
     const char* why;
   };
   for (const Refused& r : {
-           Refused{"MXNET_KVSTORE_USE_HFA", "0",
-                   "0 or unset: geops does not implement hierarchical frequency aggregation "
-                   "yet; every round is fully synchronous, so K1/K2 local steps would not "
-                   "happen"},
            Refused{"ENABLE_DGT", "0",
                    "0 or unset: geops does not implement DGT (lossy UDP transmission); every "
                    "gradient travels reliably over TCP"},
@@ -231,10 +228,6 @@ absl::Status CheckGeoMXVariables(const EnvLookup& env, std::vector<std::string>*
     const char* instead;
   };
   for (const Ignored& i : {
-           Ignored{"MXNET_KVSTORE_HFA_K1", "HFA is off"},
-           Ignored{"MXNET_KVSTORE_HFA_K2", "HFA is off"},
-           Ignored{"MXNET_KVSTORE_SIZE_LOWER_BOUND",
-                   "the WAN tier sends every key dense in full precision"},
            Ignored{"DMLC_UDP_CHANNEL_NUM", "DGT is not implemented; TCP carries everything"},
            Ignored{"DMLC_K", "DGT is not implemented; TCP carries everything"},
            Ignored{"ADAPTIVE_K_FLAG", "DGT is not implemented; TCP carries everything"},
@@ -528,6 +521,44 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
                    static_cast<int>(c.bigarray_bound), "");
   if (!bb.ok()) return bb.status();
   c.bigarray_bound = *bb;
+  if (auto v = Get(env, "GEOPS_WAN_TOPK")) {
+    absl::string_view t = *v;
+    const bool percent = absl::ConsumeSuffix(&t, "%");
+    double d = 0;
+    if (!absl::SimpleAtod(t, &d) || !(d > 0)) d = -1;
+    if (percent) d /= 100;
+    if (!(d >= 0.0001 && d <= 1)) {
+      return Bad("GEOPS_WAN_TOPK", *v,
+                 "the fraction of each key sent over the WAN, 0.0001..1 or 0.01%..100% (e.g. 1%)");
+    }
+    c.wan_topk = d;
+  }
+  auto lb = GetInt(env, "MXNET_KVSTORE_SIZE_LOWER_BOUND", 0, INT32_MAX,
+                   static_cast<int>(c.wan_topk_min_elems), "");
+  if (!lb.ok()) return lb.status();
+  c.wan_topk_min_elems = *lb;
+  if (auto v = Get(env, "GEOPS_WAN_SYNC")) {
+    std::string m = absl::AsciiStrToLower(*v);
+    if (m == "sync" || m == "full") c.wan_mixed = false;
+    else if (m == "mixed" || m == "async") c.wan_mixed = true;
+    else return Bad("GEOPS_WAN_SYNC", *v, "sync (every round waits for every party) or mixed");
+  }
+  auto stale = GetInt(env, "GEOPS_WAN_STALENESS", 0, 1000000, c.wan_staleness, "");
+  if (!stale.ok()) return stale.status();
+  c.wan_staleness = *stale;
+  auto hfa = GetBool(env, "MXNET_KVSTORE_USE_HFA");
+  if (!hfa.ok()) return hfa.status();
+  c.hfa = *hfa;
+  auto k1 = GetInt(env, "MXNET_KVSTORE_HFA_K1", 1, 1000000, c.hfa_k1, "");
+  if (!k1.ok()) return k1.status();
+  c.hfa_k1 = *k1;
+  auto k2 = GetInt(env, "MXNET_KVSTORE_HFA_K2", 1, 1000000, c.hfa_k2, "");
+  if (!k2.ok()) return k2.status();
+  c.hfa_k2 = *k2;
+  if (c.hfa && c.wan_mixed) {
+    return Bad("GEOPS_WAN_SYNC", "mixed",
+               "sync with MXNET_KVSTORE_USE_HFA=1: HFA's global aggregations are synchronous");
+  }
   if (auto s = CheckGeoMXVariables(env, &c.warnings); !s.ok()) return s;
   if (auto path = Get(env, "GEOPS_GLOBAL_KEYFILE"); path && c.in_global_tier()) {
     auto k = ReadKeyFile("GEOPS_GLOBAL_KEYFILE", *path);
@@ -607,12 +638,12 @@ Training
                             the central party may set it, and the central
                             scheduler refuses values that disagree.
 
-GeoMX accelerators (not implemented yet)
-  MXNET_KVSTORE_USE_HFA=1 and ENABLE_DGT (not 0) are refused at start;
-  MXNET_KVSTORE_HFA_K1/K2, MXNET_KVSTORE_SIZE_LOWER_BOUND,
-  DMLC_UDP_CHANNEL_NUM, DMLC_K, ADAPTIVE_K_FLAG,
-  ENABLE_INTER_TS, ENABLE_INTRA_TS and MAX_GREED_RATE_TS are reported once
-  as ignored, with what geops does instead.
+GeoMX accelerators geops does not implement
+  ENABLE_DGT (not 0) is refused at start (geops sends everything reliably
+  over TCP); DMLC_UDP_CHANNEL_NUM, DMLC_K, ADAPTIVE_K_FLAG, ENABLE_INTER_TS,
+  ENABLE_INTRA_TS and MAX_GREED_RATE_TS are reported once as ignored, with
+  what geops does instead. GeoMX's BSC, FP16, MixedSync, HFA and P3 are
+  the WAN tier's variables above.
 
 Networking
   DMLC_NODE_HOST            IPv4 address this node listens on and advertises.
@@ -683,6 +714,31 @@ WAN tier (see README "Cross-DC experiments")
                             WAN's rate x RTT, or the link idles, and smaller
                             than a round's bytes, or nothing waits to be
                             overtaken.
+
+  GEOPS_WAN_TOPK            top-k with error feedback on the WAN, both ways: a
+                            party server sends this fraction of each float32
+                            key (largest magnitudes, exact indices; 0.01%..100%,
+                            e.g. 1% or 0.01) and keeps the rest as a residual it
+                            adds to the next round; a global server sends its
+                            results (sgd: the change of the weights) down the
+                            same way. Values in GEOPS_WAN_DTYPE. Default: dense.
+  MXNET_KVSTORE_SIZE_LOWER_BOUND  keys smaller than this many elements go dense
+                            (default 200000, as in GeoMX).
+  GEOPS_WAN_SYNC            mixed: MixedSync. Each party stays synchronous
+                            inside; the global servers apply a party's sum
+                            when it arrives (sgd rule) and answer at once, so
+                            a fast party never waits for a slow one, up to
+                            GEOPS_WAN_STALENESS rounds ahead of the slowest.
+                            Default sync: every round waits for every party.
+  GEOPS_WAN_STALENESS       that bound in rounds (default 2; 0: lock step).
+  MXNET_KVSTORE_USE_HFA     1: hierarchical frequency aggregation. Training
+                            programs take MXNET_KVSTORE_HFA_K1 local steps
+                            (default 20) between pushes of their models; a
+                            party server averages its workers' models and
+                            sends every MXNET_KVSTORE_HFA_K2-th (default 10)
+                            party average to the global servers, which
+                            average over all workers (the `average` rule; give
+                            them DMLC_NUM_ALL_WORKER).
 
 Security
   GEOPS_GLOBAL_KEYFILE      a key file: the global tier runs ZeroMQ CURVE with

@@ -93,6 +93,25 @@ struct Config {
   // 16 IEEE half, 'b' bfloat16.
   enum class WanPrecision { kFull, kFloat16, kBFloat16 };
   WanPrecision wan_precision = WanPrecision::kFull;
+  // Top-k on the WAN (GEOPS_WAN_TOPK): the fraction of a key's elements a
+  // party server sends up and a global server sends down, the rest kept as
+  // residual (error feedback); 0: dense. Keys below
+  // MXNET_KVSTORE_SIZE_LOWER_BOUND elements go dense.
+  double wan_topk = 0;
+  int64_t wan_topk_min_elems = 200000;
+  // MixedSync (GEOPS_WAN_SYNC=mixed): parties synchronous inside, the global
+  // servers apply each party's sum as it comes; a party at most
+  // `wan_staleness` rounds ahead of the slowest (GEOPS_WAN_STALENESS).
+  bool wan_mixed = false;
+  int wan_staleness = 2;
+  // Hierarchical frequency aggregation (MXNET_KVSTORE_USE_HFA): workers take
+  // hfa_k1 local steps per party-level aggregation (MXNET_KVSTORE_HFA_K1, read
+  // by training programs); every hfa_k2-th party-level aggregation is also
+  // global (MXNET_KVSTORE_HFA_K2). Party servers average their workers'
+  // models on the rounds that stay in the party.
+  bool hfa = false;
+  int hfa_k1 = 20;
+  int hfa_k2 = 10;
   // Keys of at least this many elements are spread over all global servers
   // (MXNET_KVSTORE_BIGARRAY_BOUND, as in GeoMX/MXNet); 0: never.
   int64_t bigarray_bound = 1000000;

@@ -129,7 +129,9 @@ int KVClient::Submit(Request req, Completion done) {
 
   // Which keys travel as slices, and their sizes: a key's size is that of
   // its value or destination, or what this client last saw of it.
-  const bool slicing = Slices(servers);
+  // Compressed values travel whole to the key's owner: a container is not
+  // cut by bytes.
+  const bool slicing = Slices(servers) && !(req.flags & msgflag::kSparse);
   const size_t elem = DTypeSize(req.dtype);
   std::vector<size_t> sliced(n, 0);
   if (slicing && elem > 0) {

@@ -76,7 +76,8 @@ void KVServer::Respond(const KVRequest& req, std::vector<Buffer> values, DType d
   m.header.recipient = req.sender;
   m.header.timestamp = req.timestamp;
   m.header.round = req.round;
-  m.header.flags = req.flags & (msgflag::kPush | msgflag::kPull | msgflag::kInit | msgflag::kSlice);
+  m.header.flags = req.flags & (msgflag::kPush | msgflag::kPull | msgflag::kInit | msgflag::kSlice |
+                                msgflag::kSparse);
   m.header.dtype = dtype;
   m.header.key_count = static_cast<uint32_t>(req.keys.size());
   m.segments.push_back(Buffer::CopyOf(req.keys.data(), req.keys.size() * sizeof(Key)));

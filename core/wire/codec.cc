@@ -73,6 +73,7 @@ std::string Message::DebugString() const {
   if (h.flags & msgflag::kInit) flags += "init,";
   if (h.flags & msgflag::kError) flags += "error,";
   if (h.flags & msgflag::kSlice) flags += "slice,";
+  if (h.flags & msgflag::kSparse) flags += "sparse,";
   if (!flags.empty()) flags.pop_back();
   return absl::StrFormat("%s %d->%d ts=%d round=%d flags=[%s] keys=%d dtype=%s bytes=%d",
                          CommandName(h.command), h.sender, h.recipient, h.timestamp, h.round,

@@ -58,7 +58,10 @@ inline constexpr uint32_t kError = 1u << 4;     // response: segment 0 is the er
 // Every value is the recipient's slice of its key (slice r of n for server
 // rank r of n; see SliceRange): a big key spread over all the global servers.
 inline constexpr uint32_t kSlice = 1u << 5;
-inline constexpr uint32_t kAll = (1u << 6) - 1;
+// Every value is a compressed container (core/kv/sparse.h), and so is every
+// value of the answer: the WAN tier's top-k.
+inline constexpr uint32_t kSparse = 1u << 6;
+inline constexpr uint32_t kAll = (1u << 7) - 1;
 }  // namespace msgflag
 
 struct Header {
