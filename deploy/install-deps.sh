@@ -3,8 +3,10 @@
 set -euo pipefail
 # clang and libclang-rt-14-dev (libFuzzer, the clang sanitizer runtimes) build
 # the codec fuzzer of deploy/checks.sh; gcc brings ASan, UBSan and TSan.
+# dataset-fashion-mnist (read with zlib) is what the example trainer learns.
 packages=(build-essential cmake pkg-config libzmq3-dev libabsl-dev catch2 libibverbs-dev librdmacm-dev
-  clang libclang-rt-14-dev tcpdump iproute2 iputils-ping iperf3)
+  clang libclang-rt-14-dev tcpdump iproute2 iputils-ping iperf3
+  zlib1g-dev dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

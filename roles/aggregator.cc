@@ -11,6 +11,7 @@ void Aggregator::Start(int expected) {
   std::unique_lock<std::mutex> lock(mu_);
   table_.set_expected(expected);
   slices_.set_expected(expected);
+  expected_ = expected;
   started_ = true;
   std::vector<KVRequest> held = std::move(held_);
   held_.clear();
@@ -46,10 +47,24 @@ absl::Status Aggregator::SetRule(const RuleSpec& rule) {
   if (rule.rule == UpdateRule::kSgd && !(rule.learning_rate > 0)) {
     return absl::InvalidArgumentError("the sgd rule needs a learning rate > 0");
   }
+  if (rule.rule == UpdateRule::kAverage && rule.average_over == 0) {
+    return absl::InvalidArgumentError(
+        "the average rule needs the number of workers it averages over (DMLC_NUM_ALL_WORKER)");
+  }
+  if (wan_.mixed && rule.rule != UpdateRule::kSgd) {
+    return absl::InvalidArgumentError(
+        "GEOPS_WAN_SYNC=mixed applies each party's sum to the weights as it arrives: it needs "
+        "the sgd rule");
+  }
   std::lock_guard<std::mutex> lock(mu_);
   rule_ = rule;
-  log::Info("update rule: %s lr=%g", rule.rule == UpdateRule::kSgd ? "sgd" : "sum",
-            rule.learning_rate);
+  log::Info("update rule: %s lr=%g%s",
+            rule.rule == UpdateRule::kSgd       ? "sgd"
+            : rule.rule == UpdateRule::kAverage ? "average"
+                                                : "sum",
+            rule.learning_rate,
+            rule.rule == UpdateRule::kAverage ? absl::StrFormat(" over %d workers", rule.average_over)
+                                              : std::string());
   return absl::OkStatus();
 }
 
@@ -86,6 +101,8 @@ void Aggregator::HandleLocked(KVRequest&& req) {
     for (Buffer& v : req.values) v = Widen(req.dtype, v);
     req.dtype = DType::kFloat32;
   }
+  const bool reply_sparse = req.flags & msgflag::kSparse;
+  if (reply_sparse && !DecodeRequest(req, table)) return;
   if (req.init()) {
     if (!top()) {
       // A party worker that initialises (ps-lite style) still initialises
@@ -133,7 +150,11 @@ void Aggregator::HandleLocked(KVRequest&& req) {
     const uint64_t contributor =
         (static_cast<uint64_t>(via->tier().name() == "global" ? 2 : 1) << 32) |
         static_cast<uint32_t>(req.sender);
-    for (size_t i = 0; counts && i < req.keys.size(); ++i) {
+    if (counts && top() && wan_.mixed) {
+      ApplyMixed(req, table, contributor);
+      if (req.keys.empty()) return;  // answered with an error
+    }
+    for (size_t i = 0; counts && !(top() && wan_.mixed) && i < req.keys.size(); ++i) {
       auto total = table.Add(req.keys[i], req.round, req.dtype, req.values[i], contributor);
       if (absl::IsAlreadyExists(total.status()) ||
           IsResentAfterClose(table, req.keys[i], req, total)) {
@@ -164,6 +185,18 @@ void Aggregator::HandleLocked(KVRequest&& req) {
   parked->outstanding = req.keys.size();
   parked->dtype = req.dtype;
   parked->reply_as = reply_as;
+  parked->reply_sparse = reply_sparse;
+  if (top() && wan_.mixed && req.round > 0) {
+    // MixedSync: the weights as they are now, once this round is within
+    // the staleness bound.
+    for (size_t i = 0; i < req.keys.size(); ++i) {
+      if (auto d = table.DTypeOf(req.keys[i])) parked->dtype = *d;
+    }
+    parked->req = std::move(req);
+    stale_.push_back(std::move(parked));
+    ReleaseStale();
+    return;
+  }
   for (size_t i = 0; i < req.keys.size(); ++i) {
     Key key = req.keys[i];
     if (auto d = table.DTypeOf(key)) parked->dtype = *d;
@@ -184,6 +217,22 @@ void Aggregator::HandleLocked(KVRequest&& req) {
 }
 
 void Aggregator::Reply(Parked& p) {
+  if (p.reply_sparse) {
+    // The container of this very result when it was compressed, else the
+    // whole value (round 0, small keys).
+    std::vector<Buffer> out;
+    for (size_t i = 0; i < p.values.size(); ++i) {
+      auto it = down_.find(p.req.keys[i]);
+      if (it != down_.end() && it->second.dense.data() == p.values[i].data() &&
+          it->second.dense.size() == p.values[i].size()) {
+        out.push_back(it->second.wire);
+      } else {
+        out.push_back(EncodeDense(p.values[i], ContainerDType(), false));
+      }
+    }
+    p.req.via->Respond(p.req, std::move(out), DType::kFloat32);
+    return;
+  }
   if (p.reply_as == DType::kNone || p.dtype != DType::kFloat32) {
     p.req.via->Respond(p.req, std::move(p.values), p.dtype);
     return;
@@ -194,6 +243,8 @@ void Aggregator::Reply(Parked& p) {
 }
 
 std::string Aggregator::MixedSlicing(const KVRequest& req, Key key) const {
+  // Compressed values travel whole: the owner has the whole initial value.
+  if (req.flags & msgflag::kSparse) return "";
   if (!top() || (req.round == 0 && !(req.flags & msgflag::kSlice))) return "";
   // Round 0's whole value lives at the owner next to its slice; after
   // that a key is either sliced everywhere or nowhere.
@@ -219,9 +270,25 @@ bool Aggregator::IsResentAfterClose(const AggregationTable& table, Key key, cons
 void Aggregator::Complete(Key key, uint64_t round, DType dtype, Buffer total, bool slice) {
   ++stats_.rounds_completed;
   if (!top()) {
+    if (wan_.hfa_k2 > 0 && round % static_cast<uint64_t>(wan_.hfa_k2) != 0) {
+      // HFA: a party-level aggregation; the workers' average stays here.
+      if (auto s = Divide(dtype, table_.expected(), total); !s.ok()) {
+        FailKey(key, std::string(s.message()));
+        return;
+      }
+      Publish(key, round, dtype, std::move(total), slice);
+      return;
+    }
     // Exactly one contribution per party per key and round leaves here.
-    Forward(key, round, dtype, std::move(total));
+    const uint64_t global_round = wan_.hfa_k2 > 0 ? round / wan_.hfa_k2 : round;
+    Enqueue({key, global_round, dtype, std::move(total), /*fetch=*/false, round});
     return;
+  }
+  if (rule_.rule == UpdateRule::kAverage) {
+    if (auto s = Divide(dtype, rule_.average_over, total); !s.ok()) {
+      FailKey(key, std::string(s.message()));
+      return;
+    }
   }
   if (rule_.rule == UpdateRule::kSgd) {
     auto weights = TableOf(slice).Latest(key);
@@ -238,11 +305,131 @@ void Aggregator::Complete(Key key, uint64_t round, DType dtype, Buffer total, bo
       return;
     }
   }
+  if (!slice && Compressible(dtype, total.size())) CompressDown(key, dtype, total);
   Publish(key, round, dtype, std::move(total), slice);
 }
 
-void Aggregator::Forward(Key key, uint64_t round, DType dtype, Buffer total) {
-  Enqueue({key, round, dtype, std::move(total), /*fetch=*/false});
+void Aggregator::CompressDown(Key key, DType dtype, const Buffer& result) {
+  // A rule with state (sgd weights, averaged models) sends the change since
+  // the last result, which parties add to what they hold; the sum rule
+  // sends the result itself. Either way what top-k leaves out this round
+  // goes down in a later one (error feedback).
+  const bool accumulate = rule_.rule != UpdateRule::kSum;
+  Buffer change = result;
+  if (accumulate) {
+    auto before = table_.Latest(key);
+    if (!before || before->value.size() != result.size()) return;  // sent whole
+    change = Buffer::CopyOf(result.data(), result.size());
+    Subtract(dtype, change, before->value);
+  }
+  down_[key] = {result, down_ef_.Compress(key, change, accumulate)};
+}
+
+bool Aggregator::DecodeRequest(KVRequest& req, AggregationTable& table) {
+  KVServer* via = req.via;
+  if (!top() || req.dtype != DType::kFloat32) {
+    via->RespondError(req, top() ? "compressed values must be float32"
+                                 : "compressed values are for the WAN tier; a party's server "
+                                   "takes its workers' float32");
+    return false;
+  }
+  if (!req.push()) return true;
+  for (size_t i = 0; i < req.keys.size(); ++i) {
+    // The key's size comes from its initial value, never from the
+    // container: a hostile header cannot make us allocate.
+    auto known = table.Latest(req.keys[i]);
+    if (!known) {
+      via->RespondError(req, absl::StrFormat("key %d: a compressed push before the key's initial "
+                                             "value",
+                                             req.keys[i]));
+      return false;
+    }
+    Buffer dense = Buffer::Allocate(known->value.size());
+    if (auto s = DecodeSparse(req.values[i], dense); !s.ok()) {
+      log::Warn("key %d from node %d: %s", req.keys[i], req.sender, s.message());
+      via->RespondError(req, absl::StrFormat("key %d: %s", req.keys[i], s.message()));
+      return false;
+    }
+    req.values[i] = std::move(dense);
+  }
+  return true;
+}
+
+void Aggregator::ApplyMixed(KVRequest& req, AggregationTable& table, uint64_t contributor) {
+  KVServer* via = req.via;
+  if (rule_.rule != UpdateRule::kSgd) {
+    via->RespondError(req, "GEOPS_WAN_SYNC=mixed needs the sgd rule (the master worker sets it)");
+    req.keys.clear();
+    return;
+  }
+  for (size_t i = 0; i < req.keys.size(); ++i) {
+    const Key key = req.keys[i];
+    uint64_t& applied = mixed_applied_[{key, contributor}];
+    if (req.round <= applied) {  // a resent push: applied once already
+      ++stats_.duplicates;
+      continue;
+    }
+    auto weights = table.Latest(key);
+    if (!weights || weights->value.size() != req.values[i].size() ||
+        table.DTypeOf(key) != req.dtype) {
+      via->RespondError(req, absl::StrFormat("key %d: MixedSync applies pushes to the weights the "
+                                             "master worker initialised (same size and dtype)",
+                                             key));
+      req.keys.clear();
+      return;
+    }
+    Buffer next = Buffer::CopyOf(req.values[i].data(), req.values[i].size());
+    if (auto s = ApplySgd(req.dtype, rule_.learning_rate, weights->value, next); !s.ok()) {
+      via->RespondError(req, std::string(s.message()));
+      req.keys.clear();
+      return;
+    }
+    applied = req.round;
+    stats_.bytes_aggregated += req.values[i].size();
+    ++stats_.rounds_completed;
+    // Versions count applications, so every one is a new published value.
+    const uint64_t version = weights->round + 1;
+    const bool slice = req.flags & msgflag::kSlice;
+    if (!slice && Compressible(req.dtype, next.size())) CompressDown(key, req.dtype, next);
+    Publish(key, version, req.dtype, std::move(next), slice);
+  }
+  uint64_t& latest = contributor_round_[contributor];
+  latest = std::max(latest, req.round);
+  ReleaseStale();
+}
+
+bool Aggregator::WithinStaleness(uint64_t round) const {
+  // Contributors not heard from yet are at round 0.
+  uint64_t slowest = 0;
+  if (static_cast<int>(contributor_round_.size()) >= expected_) {
+    slowest = UINT64_MAX;
+    for (const auto& [who, r] : contributor_round_) slowest = std::min(slowest, r);
+  }
+  return round <= slowest + static_cast<uint64_t>(wan_.staleness);
+}
+
+void Aggregator::ReleaseStale() {
+  for (auto it = stale_.begin(); it != stale_.end();) {
+    Parked& p = **it;
+    if (!WithinStaleness(p.req.round)) {
+      ++it;
+      continue;
+    }
+    AggregationTable& table = TableOf(p.req.flags & msgflag::kSlice);
+    p.values.clear();
+    bool ok = true;
+    for (Key key : p.req.keys) {
+      auto v = table.Latest(key);
+      if (!v) {
+        p.req.via->RespondError(p.req, absl::StrFormat("key %d has no value yet", key));
+        ok = false;
+        break;
+      }
+      p.values.push_back(v->value);
+    }
+    if (ok) Reply(p);
+    it = stale_.erase(it);
+  }
 }
 
 void Aggregator::Enqueue(Outgoing o) {
@@ -359,22 +546,35 @@ void Aggregator::ForEachRequest(std::vector<Outgoing> out,
 }
 
 void Aggregator::Send(Batch batch, uint32_t flags, std::function<void()> then) {
-  deferred_.push_back([this, batch, flags, then] {
-    std::vector<Key> keys;
-    std::vector<uint64_t> rounds;
-    std::vector<Buffer> values;
-    // float32 crosses in wan_.wire_dtype when that is a 16-bit type.
-    const DType dtype = batch->front().dtype;
-    const DType wire =
-        dtype == DType::kFloat32 && IsHalf(wan_.wire_dtype) ? wan_.wire_dtype : dtype;
-    for (const Outgoing& o : *batch) {
-      keys.push_back(o.key);
-      rounds.push_back(o.round);
-      if (flags & msgflag::kPush) values.push_back(wire == dtype ? o.total : Narrow(wire, o.total));
+  // Encoded here, under the lock: the residuals are per key and shared.
+  const DType dtype = batch->front().dtype;
+  // Top-k: float32 sums (and their results) travel as containers.
+  const bool sparse = wan_.topk > 0 && dtype == DType::kFloat32 && !batch->front().fetch;
+  if (sparse) flags |= msgflag::kSparse;
+  // float32 crosses in wan_.wire_dtype when that is a 16-bit type.
+  const DType wire = !sparse && dtype == DType::kFloat32 && IsHalf(wan_.wire_dtype)
+                         ? wan_.wire_dtype
+                         : dtype;
+  auto keys = std::make_shared<std::vector<Key>>();
+  auto rounds = std::make_shared<std::vector<uint64_t>>();
+  auto values = std::make_shared<std::vector<Buffer>>();
+  for (const Outgoing& o : *batch) {
+    keys->push_back(o.key);
+    rounds->push_back(o.round);
+    if (!(flags & msgflag::kPush)) continue;
+    if (sparse) {
+      values->push_back(Compressible(dtype, o.total.size())
+                            ? up_ef_.Compress(o.key, o.total, false)
+                            : EncodeDense(o.total, ContainerDType(), false));
+    } else {
+      values->push_back(wire == dtype ? o.total : Narrow(wire, o.total));
     }
+  }
+  deferred_.push_back([this, batch, flags, then, wire, sparse, keys, rounds, values] {
     upstream_->Submit(
-        {keys, std::move(values), rounds, wire, flags, {}, true},
-        [this, batch, flags, then, wire](const absl::Status& s, std::vector<Buffer>& results) {
+        {*keys, std::move(*values), *rounds, wire, flags, {}, true},
+        [this, batch, flags, then, wire, sparse](const absl::Status& s,
+                                                  std::vector<Buffer>& results) {
           std::unique_lock<std::mutex> lock(mu_);
           const bool pull = flags & msgflag::kPull;
           for (size_t j = 0; j < batch->size(); ++j) {
@@ -382,8 +582,12 @@ void Aggregator::Send(Batch batch, uint32_t flags, std::function<void()> then) {
             if (!s.ok() || (pull && (results.size() != batch->size() ||
                                      (!o.fetch && results[j].empty())))) {
               FailKey(o.key, absl::StrFormat("global tier: %s", s.ToString()));
+            } else if (pull && sparse) {
+              auto v = DecodeResult(o.key, results[j]);
+              if (v.ok()) Publish(o.key, o.local_round, o.dtype, std::move(*v));
+              else FailKey(o.key, absl::StrFormat("global tier: %s", v.status().message()));
             } else if (pull) {
-              Publish(o.key, o.round, o.dtype,
+              Publish(o.key, o.local_round, o.dtype,
                       wire == o.dtype ? std::move(results[j]) : Widen(wire, results[j]));
             }
           }
@@ -393,8 +597,24 @@ void Aggregator::Send(Batch batch, uint32_t flags, std::function<void()> then) {
   });
 }
 
+absl::StatusOr<Buffer> Aggregator::DecodeResult(Key key, const Buffer& wire) {
+  auto info = InspectSparse(wire);
+  if (!info.ok()) return info.status();
+  // The key's size is that of its initial value (fetched in round 0).
+  auto last = table_.Latest(key);
+  if (!last || last->value.size() != info->elements * sizeof(float)) {
+    return absl::DataLossError(absl::StrFormat(
+        "key %d: a compressed result of %d elements for a key of %d bytes", key, info->elements,
+        last ? last->value.size() : 0));
+  }
+  Buffer out = info->accumulate ? Buffer::CopyOf(last->value.data(), last->value.size())
+                                : Buffer::Allocate(last->value.size());
+  if (auto s = DecodeSparse(wire, out); !s.ok()) return s;
+  return out;
+}
+
 void Aggregator::Fetch(Key key, uint64_t round, DType dtype) {
-  Enqueue({key, round, dtype, Buffer(), /*fetch=*/true});
+  Enqueue({key, round, dtype, Buffer(), /*fetch=*/true, round});
 }
 
 void Aggregator::Publish(Key key, uint64_t round, DType dtype, Buffer result, bool slice) {

@@ -9,6 +9,7 @@
 // held and replayed.
 #pragma once
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -20,6 +21,8 @@
 #include "core/kv/aggregation.h"
 #include "core/kv/kv_client.h"
 #include "core/kv/kv_server.h"
+#include "core/kv/half.h"
+#include "core/kv/sparse.h"
 
 namespace geops {
 
@@ -44,13 +47,32 @@ struct WanOptions {
   // kFloat16 or kBFloat16: float32 sums cross the WAN (both ways) in 16
   // bits, rounded to nearest even; kNone: as they are.
   DType wire_dtype = DType::kNone;
+  // Top-k with error feedback (core/kv/sparse.h): a party server sends this
+  // fraction of each float32 key of at least `topk_min_elems` elements (the
+  // rest as dense containers), a top server its results; 0: dense.
+  double topk = 0;
+  int64_t topk_min_elems = 200000;
+  // MixedSync (top servers): each contribution is applied to the weights
+  // when it arrives (sgd) and its pull answered with the weights as they
+  // are, once its round is at most `staleness` ahead of the slowest
+  // contributor's.
+  bool mixed = false;
+  int staleness = 2;
+  // HFA (party servers): round r is a party-level aggregation of models
+  // (the average stays in the party) unless r is a multiple of hfa_k2, when
+  // the party's sum goes to the global tier as global round r / hfa_k2.
+  // 0: off.
+  int hfa_k2 = 0;
 };
 
 class Aggregator {
  public:
   // `upstream` is the global tier client of a party server; null for top.
   explicit Aggregator(KVClient* upstream, WanOptions wan = {})
-      : upstream_(upstream), wan_(wan) {}
+      : upstream_(upstream),
+        wan_(wan),
+        up_ef_(wan.topk, IsHalf(wan.wire_dtype) ? wan.wire_dtype : DType::kFloat32),
+        down_ef_(wan.topk, IsHalf(wan.wire_dtype) ? wan.wire_dtype : DType::kFloat32) {}
 
   bool top() const { return upstream_ == nullptr; }
 
@@ -84,10 +106,31 @@ class Aggregator {
     size_t outstanding = 0;
     DType dtype = DType::kNone;
     DType reply_as = DType::kNone;  // a 16-bit request is answered in its type
+    bool reply_sparse = false;      // a kSparse request is answered in containers
   };
   void Reply(Parked& p);
 
   void HandleLocked(KVRequest&& req);
+  // A top server's decoding of a kSparse request's values (false: answered
+  // with the error).
+  bool DecodeRequest(KVRequest& req, AggregationTable& table);
+  // What a top server sends down for a key's new result (top-k of the
+  // change since the last one, for rules that keep state), kept until the
+  // next result; `previous` is the result before this one.
+  void CompressDown(Key key, DType dtype, const Buffer& result);
+  bool Compressible(DType dtype, size_t bytes) const {
+    return wan_.topk > 0 && dtype == DType::kFloat32 &&
+           bytes / sizeof(float) >= static_cast<uint64_t>(std::max<int64_t>(wan_.topk_min_elems, 1));
+  }
+  DType ContainerDType() const { return IsHalf(wan_.wire_dtype) ? wan_.wire_dtype : DType::kFloat32; }
+  // A party server: one result container from the global tier -> the
+  // key's new float32 value (an accumulate one adds to the last result).
+  absl::StatusOr<Buffer> DecodeResult(Key key, const Buffer& wire);
+  // MixedSync on a top server: apply a push now; answer a pull when its
+  // round is within the staleness bound.
+  void ApplyMixed(KVRequest& req, AggregationTable& table, uint64_t contributor);
+  bool WithinStaleness(uint64_t round) const;
+  void ReleaseStale();
   bool IsResentAfterClose(const AggregationTable& table, Key key, const KVRequest& req,
                           const absl::StatusOr<std::optional<Buffer>>& added) const;
   // Why a top server cannot take `req` for `key` as it comes (a whole-key
@@ -96,10 +139,8 @@ class Aggregator {
   void Complete(Key key, uint64_t round, DType dtype, Buffer total, bool slice);
   void Publish(Key key, uint64_t round, DType dtype, Buffer result, bool slice = false);
   AggregationTable& TableOf(bool slice) { return slice ? slices_ : table_; }
+  // Queues a fetch of a key's initial value for the global tier.
   void Fetch(Key key, uint64_t round, DType dtype);
-  // Queue a party sum, or a fetch of a key's initial value, for the
-  // global tier (see WanOptions).
-  void Forward(Key key, uint64_t round, DType dtype, Buffer total);
   void FlushLocked();
   void FailKey(Key key, const std::string& why);
   // Upstream requests are queued under the lock and sent after it is
@@ -126,12 +167,14 @@ class Aggregator {
 
   struct Outgoing {
     Key key;
-    uint64_t round;
+    uint64_t round;  // in the global tier
     DType dtype;
     Buffer total;  // the party's sum; none for a fetch
     bool fetch;    // a pull of the initial value (round 0)
+    uint64_t local_round = 0;  // what its result is published as (HFA: round * K2)
   };
   using Batch = std::shared_ptr<std::vector<Outgoing>>;
+  // Queues a party sum or a fetch for the global tier (see WanOptions).
   void Enqueue(Outgoing o);
   // Splits `out` into requests the client accepts and calls `each` on them.
   void ForEachRequest(std::vector<Outgoing> out, const std::function<void(Batch)>& each);
@@ -147,6 +190,21 @@ class Aggregator {
   // Up to coalesce_bytes (at least one entry) from the front of `queue`,
   // their bytes added to `in_flight`.
   std::vector<Outgoing> TakeBatch(Queue& queue, size_t& in_flight);
+  // Top-k state of each direction, and per key the last result a top
+  // server sent down: the dense value it stands for and its container.
+  ErrorFeedback up_ef_;
+  ErrorFeedback down_ef_;
+  struct Down {
+    Buffer dense;
+    Buffer wire;
+  };
+  std::map<Key, Down> down_;
+  // MixedSync: the latest round applied per (key, contributor), the
+  // latest round per contributor, and pulls waiting for the slowest.
+  std::map<std::pair<Key, uint64_t>, uint64_t> mixed_applied_;
+  std::map<uint64_t, uint64_t> contributor_round_;
+  int expected_ = 0;
+  std::vector<std::shared_ptr<Parked>> stale_;
   std::vector<Outgoing> outbox_;  // party sums and fetches not yet sent
   size_t outbox_bytes_ = 0;
   absl::Time outbox_since_;       // when its oldest entry came

@@ -111,6 +111,13 @@ absl::Status RunServer(const Config& c) {
   wan.coalesce_delay = c.wan_coalesce_delay;
   wan.priority = c.wan_priority;
   wan.window_bytes = c.wan_window_bytes;
+  // The WAN policies act on the global tier only; a party's own tier
+  // stays exact, synchronous and in full precision.
+  wan.topk = global ? c.wan_topk : 0;
+  wan.topk_min_elems = c.wan_topk_min_elems;
+  wan.mixed = global && top && c.wan_mixed;
+  wan.staleness = c.wan_staleness;
+  wan.hfa_k2 = global && !top && c.hfa ? c.hfa_k2 : 0;
   wan.wire_dtype = c.wan_precision == Config::WanPrecision::kFloat16    ? DType::kFloat16
                    : c.wan_precision == Config::WanPrecision::kBFloat16 ? DType::kBFloat16
                                                                         : DType::kNone;

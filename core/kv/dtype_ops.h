@@ -64,6 +64,32 @@ inline void AddInto(DType d, const Buffer& acc, const Buffer& add) {
   });
 }
 
+// acc -= sub, element-wise, float32 or float64 (the change of a result).
+inline void Subtract(DType d, const Buffer& acc, const Buffer& sub) {
+  VisitDType(d, [&](auto zero) {
+    using T = decltype(zero);
+    size_t n = acc.size() / sizeof(T);
+    for (size_t i = 0; i < n; ++i) {
+      StoreAt<T>(acc.data(), i, static_cast<T>(LoadAt<T>(acc.data(), i) - LoadAt<T>(sub.data(), i)));
+    }
+  });
+}
+
+// v /= n, in place (an average from a sum), divided rather than multiplied
+// by 1/n so that an exact average stays exact.
+inline absl::Status Divide(DType d, double n, const Buffer& v) {
+  if (d != DType::kFloat32 && d != DType::kFloat64) {
+    return absl::InvalidArgumentError("averaging needs float32 or float64 values");
+  }
+  VisitDType(d, [&](auto zero) {
+    using T = decltype(zero);
+    const T by = static_cast<T>(n);
+    size_t count = v.size() / sizeof(T);
+    for (size_t i = 0; i < count; ++i) StoreAt<T>(v.data(), i, LoadAt<T>(v.data(), i) / by);
+  });
+  return absl::OkStatus();
+}
+
 // grad := weights - lr * grad, in place in `grad` (which the caller owns).
 inline absl::Status ApplySgd(DType d, double lr, const Buffer& weights, const Buffer& grad) {
   if (d != DType::kFloat32 && d != DType::kFloat64) {

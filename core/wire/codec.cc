@@ -129,7 +129,9 @@ absl::Status CheckShape(const Message& m) {
   }
   if (nseg > 1) {
     if (h.dtype == DType::kNone) return Malformed("values without a dtype");
-    size_t width = DTypeSize(h.dtype);
+    // A compressed container (kSparse) has a layout of its own, which its
+    // decoder checks (core/kv/sparse.h).
+    size_t width = (h.flags & msgflag::kSparse) ? 1 : DTypeSize(h.dtype);
     for (size_t i = 1; i < nseg; ++i) {
       if (m.segments[i].size() % width != 0) {
         return Malformed(absl::StrFormat("value segment of %d bytes is not a whole number of %s",

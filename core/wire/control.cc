@@ -162,6 +162,7 @@ Buffer EncodeRule(const RuleSpec& r) {
   Writer w;
   w.Pod<uint8_t>(static_cast<uint8_t>(r.rule));
   w.Pod<double>(r.learning_rate);
+  w.Pod<uint32_t>(r.average_over);
   return w.Done();
 }
 
@@ -169,8 +170,9 @@ absl::StatusOr<RuleSpec> DecodeRule(const Buffer& b) {
   Reader r(b);
   uint8_t rule = 0;
   RuleSpec out;
-  if (!r.Pod(&rule) || !r.Pod(&out.learning_rate) || r.left() != 0 ||
-      rule > static_cast<uint8_t>(UpdateRule::kSgd) || !std::isfinite(out.learning_rate)) {
+  if (!r.Pod(&rule) || !r.Pod(&out.learning_rate) || !r.Pod(&out.average_over) ||
+      r.left() != 0 || rule > static_cast<uint8_t>(UpdateRule::kAverage) ||
+      !std::isfinite(out.learning_rate)) {
     return absl::DataLossError("malformed update rule");
   }
   out.rule = static_cast<UpdateRule>(rule);

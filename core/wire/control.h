@@ -72,10 +72,13 @@ absl::StatusOr<uint32_t> DecodeU32(const Buffer& b);
 Buffer EncodeText(const std::string& s);
 std::string DecodeText(const Buffer& b);  // any bytes are a valid text
 
-enum class UpdateRule : uint8_t { kSum = 0, kSgd = 1 };
+// kAverage: the total divided by `average_over` (the number of workers
+// whose values it sums), model averaging as HFA does it.
+enum class UpdateRule : uint8_t { kSum = 0, kSgd = 1, kAverage = 2 };
 struct RuleSpec {
   UpdateRule rule = UpdateRule::kSum;
   double learning_rate = 0;
+  uint32_t average_over = 0;
 };
 Buffer EncodeRule(const RuleSpec& r);
 absl::StatusOr<RuleSpec> DecodeRule(const Buffer& b);
