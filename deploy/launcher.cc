@@ -111,6 +111,9 @@ absl::StatusOr<std::vector<ProcessSpec>> Plan(const Topology& t) {
   common["DMLC_ENABLE_CENTRAL_WORKER"] = t.central_training ? "1" : "0";
 
   std::vector<ProcessSpec> out;
+  // Each training worker's share of the data (the example trainer reads
+  // it; the synthetic one has no data), central trainers first.
+  int shard = 0;
   auto add = [&](std::string name, std::string tier, std::map<std::string, std::string> env) {
     for (const auto& [k, v] : common) env.try_emplace(k, v);
     out.push_back({std::move(name), std::move(tier), std::move(env)});
@@ -148,6 +151,9 @@ absl::StatusOr<std::vector<ProcessSpec>> Plan(const Topology& t) {
       if (central && w == 0) env["DMLC_ROLE_MASTER_WORKER"] = "1";
       // One progress printer per party keeps the demo readable.
       env.try_emplace("GEOPS_PROGRESS", w == 0 ? "1" : "0");
+      if (!central || t.central_training) {
+        env.try_emplace("GEOPS_SHARD", absl::StrCat(shard++, "/", all_workers));
+      }
       add(absl::StrCat(name, central && w == 0 ? ".master_worker" : ".worker",
                        central && w == 0 ? "" : absl::StrCat(w)),
           name, with(env));
@@ -376,7 +382,8 @@ RunSummary Summarize(const std::vector<ProcessResult>& results) {
     for (absl::string_view line : absl::StrSplit(r.stdout_text, '\n')) {
       bool stats = absl::StartsWith(line, "geops-stats ");
       bool worker = absl::StartsWith(line, "geops-worker ") && absl::StrContains(line, "trained=1");
-      if (!stats && !worker) continue;
+      bool learner = absl::StartsWith(line, "geops-train-worker ");
+      if (!stats && !worker && !learner) continue;
       std::map<std::string, std::string> kv;
       for (absl::string_view field : absl::StrSplit(line, ' ')) {
         auto eq = field.find('=');
@@ -395,6 +402,11 @@ RunSummary Summarize(const std::vector<ProcessResult>& results) {
         s.copied_bytes += num("copied_bytes");
         s.rejected += num("rejected");
         s.max_rss_kb[r.name] = std::max(s.max_rss_kb[r.name], num("max_rss_kb"));
+      } else if (learner) {
+        ++s.learners_reporting;
+        s.rounds = std::max<int>(s.rounds, static_cast<int>(num("rounds")));
+        double acc = 0;
+        if (absl::SimpleAtod(kv["test_accuracy"], &acc)) s.test_accuracy = acc;
       } else {
         ++s.workers_reporting;
         s.rounds = std::max<int>(s.rounds, static_cast<int>(num("rounds")));

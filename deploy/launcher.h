@@ -108,6 +108,10 @@ struct RunSummary {
   uint64_t malformed = 0;
   uint64_t copied_bytes = 0;
   uint64_t rejected = 0;  // messages dropped for who sent them
+  // Example-trainer workers (GEOPS_TRAIN) that finished, and the test
+  // accuracy shard 0 reached (-1: none reported).
+  int learners_reporting = 0;
+  double test_accuracy = -1;
   // Peak resident memory (KiB) of each process that printed a stats line.
   std::map<std::string, uint64_t> max_rss_kb;
 };

@@ -9,6 +9,7 @@
 #include "core/base/config.h"
 #include "core/base/log.h"
 #include "roles/roles.h"
+#include "train/learner.h"
 #include "transport/curve.h"
 
 int main(int argc, char** argv) {
@@ -45,7 +46,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   geops::TrainerOptions trainer;
+  std::optional<geops::train::LearnOptions> learn;
   if (config->role == geops::Role::kWorker) {
+    auto l = geops::train::ParseLearnOptions(geops::ProcessEnv());
+    if (!l.ok()) {
+      std::fprintf(stderr, "geops: configuration error: %s\n",
+                   std::string(l.status().message()).c_str());
+      return 2;
+    }
+    learn = *l;
     auto t = geops::ParseTrainerOptions(geops::ProcessEnv());
     if (!t.ok()) {
       std::fprintf(stderr, "geops: configuration error: %s\n",
@@ -64,6 +73,8 @@ int main(int argc, char** argv) {
     status = geops::RunScheduler(*config);
   } else if (config->role == geops::Role::kServer) {
     status = geops::RunServer(*config);
+  } else if (learn) {
+    status = geops::train::RunLearner(*config, *learn);
   } else {
     status = geops::RunTrainer(*config, trainer);
   }
