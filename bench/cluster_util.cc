@@ -38,7 +38,9 @@ std::map<std::string, std::string> PassThroughEnv() {
         "GEOPS_LOCAL_KEYFILE", "GEOPS_GLOBAL_KEYFILE", "GEOPS_RDMA_SECRET_FILE",
         // The WAN tier's policies.
         "PS_RESEND", "PS_RESEND_TIMEOUT", "ENABLE_P3", "GEOPS_WAN_WINDOW_KB", "MXNET_KVSTORE_BIGARRAY_BOUND",
-        "GEOPS_WAN_COALESCE_BYTES", "GEOPS_WAN_COALESCE_US", "GEOPS_WAN_DTYPE"}) {
+        "GEOPS_WAN_COALESCE_BYTES", "GEOPS_WAN_COALESCE_US", "GEOPS_WAN_DTYPE", "GEOPS_WAN_TOPK",
+        "MXNET_KVSTORE_SIZE_LOWER_BOUND", "GEOPS_WAN_SYNC", "GEOPS_WAN_STALENESS",
+        "MXNET_KVSTORE_USE_HFA", "MXNET_KVSTORE_HFA_K1", "MXNET_KVSTORE_HFA_K2"}) {
     if (const char* v = std::getenv(name)) e[name] = v;
   }
   return e;

@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "bench/args.h"
+#include "core/base/config.h"
 
 namespace geops::bench {
 
@@ -33,6 +34,11 @@ struct GeoWorkload {
 };
 
 absl::StatusOr<GeoWorkload> ParseGeoWorkload(Args& args);
+
+// Whether the WAN policies of `c` leave every result exact (dense, or top-k
+// at 100%, in float32 or 16 bits of small integers, fully synchronous);
+// otherwise results are only checked for their sizes.
+bool Exact(const Config& c);
 std::string GeoWorkloadArgs(const GeoWorkload& w);
 
 // One worker of a cluster started by RunGeoCluster (DMLC_* environment).
@@ -55,7 +61,23 @@ struct GeoCluster {
   std::string label;        // a free-form tag for the CSV (link setting)
   std::string log_dir;
   double timeout_s = 900;
+  // The WAN policies every process runs with (their variables, set by the
+  // flags or inherited), for the expected bytes and the summary.
+  struct Policy {
+    std::string wan_dtype = "float32";  // float32 | fp16 | bf16
+    double topk = 0;                    // 0: dense
+    int64_t topk_min_elems = 200000;
+    bool mixed = false;
+    int hfa_k2 = 0;                     // 0: no HFA
+    bool exact() const { return !(topk > 0 && topk < 1) && !mixed && hfa_k2 == 0; }
+    std::string Describe() const;
+  } policy;
 };
+
+// The policy flags (--wan-dtype, --topk, --topk-min, --sync, --staleness,
+// --hfa), each defaulting to its variable in this environment, exported
+// for every process of the run.
+absl::StatusOr<GeoCluster::Policy> ParseGeoPolicy(Args& args);
 
 absl::Status RunGeoCluster(const GeoCluster& c, const GeoWorkload& w);
 

@@ -21,6 +21,7 @@
 #include "bench/geo_models.h"
 #include "bench/net_util.h"
 #include "bench/percentiles.h"
+#include "core/kv/sparse.h"
 #include "deploy/launcher.h"
 
 namespace geops::bench {
@@ -326,16 +327,33 @@ absl::Status RunGeoCluster(const GeoCluster& c, const GeoWorkload& w) {
   }
   if (csv) std::fclose(csv);
 
-  Percentiles t = Summarize(times), b = Summarize(bounds), wb = Summarize(wan), lb = Summarize(lan),
+  Percentiles t = Summarize(times), b = Summarize(bounds), lb = Summarize(lan),
               mb = Summarize(msgs), fk = Summarize(firsts), fr = Summarize(anys);
+  // The mean, not the median: with HFA most rounds cross nothing.
+  double wan_mean = 0;
+  for (double v : wan) wan_mean += v / static_cast<double>(wan.size());
   // What the bytes should be: each party link carries the model up and
-  // down once (hier), or once per worker of that party (flat).
-  // GEOPS_WAN_DTYPE (hier only: a flat worker has no WAN tier of its own)
-  // halves each value.
-  const char* wan_dtype = std::getenv("GEOPS_WAN_DTYPE");
-  const bool half = !flat && wan_dtype && std::string(wan_dtype) != "float32" &&
-                    std::string(wan_dtype) != "fp32" && *wan_dtype;
-  const double model_bytes = static_cast<double>(model->bytes()) / (half ? 2 : 1);
+  // down once (hier), or once per worker of that party (flat). The WAN
+  // policies (hier only: a flat worker has no WAN tier of its own) change
+  // what one copy of the model costs: 16-bit values halve it; top-k sends
+  // a container per key (header, 4-byte indices and values, or all values
+  // of a key below the size bound); HFA crosses every K2-th round only.
+  const GeoCluster::Policy& pol = c.policy;
+  const bool half = !flat && pol.wan_dtype != "float32";
+  const double value_bytes = half ? 2 : 4;
+  double model_bytes = 0;
+  for (int64_t e : model->elems) {
+    if (flat || pol.topk == 0) {
+      model_bytes += static_cast<double>(e) * value_bytes;
+    } else if (e >= std::max<int64_t>(pol.topk_min_elems, 1)) {
+      const uint64_t k = TopKCount(static_cast<uint64_t>(e), pol.topk);
+      model_bytes += kSparseHeaderBytes +
+                     static_cast<double>(k) * (value_bytes + (k < static_cast<uint64_t>(e) ? 4 : 0));
+    } else {
+      model_bytes += kSparseHeaderBytes + static_cast<double>(e) * value_bytes;
+    }
+  }
+  if (!flat && pol.hfa_k2 > 0) model_bytes /= pol.hfa_k2;
   const double expected_wan = 2.0 * c.parties * (flat ? c.workers : 1) * model_bytes;
   const double lower = bounds.empty() ? NAN : b.p50;
   std::printf("geops-bench-geo mode=%s model=%s tensors=%zu model_bytes=%lld parties=%d "
@@ -344,12 +362,14 @@ absl::Status RunGeoCluster(const GeoCluster& c, const GeoWorkload& w) {
               "wan_bytes_per_round=%.0f "
               "wan_bytes_expected=%.0f wan_ratio=%.4f wan_msgs_per_round=%.0f lan_bytes_per_round=%.0f "
               "lower_bound_s=%.6f "
-              "ratio_to_bound=%.3f wan_dtype=%s mismatches=%llu processes_failed=%d label=%s\n",
+              "ratio_to_bound=%.3f wan_dtype=%s policy=%s checked=%s mismatches=%llu "
+              "processes_failed=%d label=%s\n",
               flat ? "flat" : "hier", model->name.c_str(), model->elems.size(),
               static_cast<long long>(model->bytes()), c.parties, c.workers, flat ? 0 : c.servers,
-              c.global_servers, c.central_workers ? 1 : 0, times.size(), t.p50, t.p99, fk.p50, fr.p50, wb.p50,
-              expected_wan, wb.p50 / expected_wan, mb.p50, lb.p50, lower, t.p50 / lower,
-              half ? wan_dtype : "float32",
+              c.global_servers, c.central_workers ? 1 : 0, times.size(), t.p50, t.p99, fk.p50, fr.p50,
+              wan_mean, expected_wan, wan_mean / expected_wan, mb.p50, lb.p50, lower, t.p50 / lower,
+              half ? pol.wan_dtype.c_str() : "float32", flat ? "float32" : pol.Describe().c_str(),
+              flat || pol.exact() ? "exact" : "sizes",
               static_cast<unsigned long long>(mismatches), failed,
               c.label.empty() ? "-" : c.label.c_str());
   std::fflush(stdout);

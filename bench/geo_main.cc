@@ -8,7 +8,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "bench/args.h"
@@ -47,6 +50,16 @@ emulated links, and the lab's configured rates and RTTs give the lower bound.
   --wan-rate R            rate of every party link for the lower bound, tc
                           units (default: the lab's configured rates)
   --wan-rtt-ms X          RTT of every party link for the lower bound
+  --wan-dtype T           float32, fp16 or bf16 on the WAN (GEOPS_WAN_DTYPE)
+  --topk D                top-k with error feedback both ways, D of each key
+                          (0.01 or 1%; GEOPS_WAN_TOPK); keys below --topk-min N
+                          elements (MXNET_KVSTORE_SIZE_LOWER_BOUND, 200000) go
+                          dense
+  --sync sync|mixed       mixed: MixedSync (GEOPS_WAN_SYNC), --staleness S
+  --hfa K2                HFA: every K2-th round crosses the WAN, the others
+                          are averaged in the party (MXNET_KVSTORE_USE_HFA=1,
+                          MXNET_KVSTORE_HFA_K2); each bench round stands for
+                          one party-level aggregation
   --csv FILE              append one row per round (and a header if new)
   --label TEXT            a tag for the CSV rows and summary (e.g. 100mbit-40ms)
   --log-dir DIR           per-process stderr (default: a new /tmp dir)
@@ -116,6 +129,9 @@ absl::Status Main(std::vector<std::string> argv) {
   c.global_servers = static_cast<int>(*gservers);
   c.timeout_s = *timeout;
   c.central_workers = args->Has("central-workers");
+  auto policy = ParseGeoPolicy(*args);
+  if (!policy.ok()) return policy.status();
+  c.policy = *policy;
   c.csv = args->Str("csv", "");
   c.label = args->Str("label", "");
   c.log_dir = args->Str("log-dir", "");
@@ -196,6 +212,70 @@ absl::StatusOr<GeoWorkload> ParseGeoWorkload(Args& args) {
     return absl::InvalidArgumentError(absl::StrCat("--model: ", m.status().message()));
   }
   return w;
+}
+
+absl::StatusOr<GeoCluster::Policy> ParseGeoPolicy(Args& args) {
+  GeoCluster::Policy p;
+  auto env = [](const char* name, const char* fallback) {
+    const char* v = std::getenv(name);
+    return std::string(v && *v ? v : fallback);
+  };
+  auto put = [](const char* name, const std::string& v) {
+    if (!v.empty()) setenv(name, v.c_str(), 1);
+  };
+  std::string dtype = absl::AsciiStrToLower(args.Str("wan-dtype", env("GEOPS_WAN_DTYPE", "float32")));
+  if (dtype == "float16") dtype = "fp16";
+  if (dtype == "bfloat16") dtype = "bf16";
+  if (dtype == "fp32") dtype = "float32";
+  if (dtype != "float32" && dtype != "fp16" && dtype != "bf16") {
+    return absl::InvalidArgumentError("--wan-dtype "" + dtype + "": expected float32, fp16 or bf16");
+  }
+  p.wan_dtype = dtype;
+  put("GEOPS_WAN_DTYPE", dtype);
+  std::string topk = args.Str("topk", env("GEOPS_WAN_TOPK", ""));
+  if (!topk.empty()) {
+    absl::string_view t = topk;
+    const bool percent = absl::ConsumeSuffix(&t, "%");
+    if (!absl::SimpleAtod(t, &p.topk) || !(p.topk > 0) || p.topk / (percent ? 100 : 1) > 1) {
+      return absl::InvalidArgumentError("--topk "" + topk + "": expected a fraction such as 0.01 or 1%");
+    }
+    if (percent) p.topk /= 100;
+    put("GEOPS_WAN_TOPK", topk);
+  }
+  auto min = args.Int("topk-min", std::stoll(env("MXNET_KVSTORE_SIZE_LOWER_BOUND", "200000")), 0,
+                      INT32_MAX);
+  if (!min.ok()) return min.status();
+  p.topk_min_elems = *min;
+  put("MXNET_KVSTORE_SIZE_LOWER_BOUND", absl::StrCat(*min));
+  std::string sync = args.Str("sync", env("GEOPS_WAN_SYNC", "sync"));
+  if (sync != "sync" && sync != "mixed") {
+    return absl::InvalidArgumentError("--sync "" + sync + "": expected sync or mixed");
+  }
+  p.mixed = sync == "mixed";
+  put("GEOPS_WAN_SYNC", sync);
+  std::string stale = args.Str("staleness", env("GEOPS_WAN_STALENESS", ""));
+  put("GEOPS_WAN_STALENESS", stale);
+  const bool hfa_env = env("MXNET_KVSTORE_USE_HFA", "0") == "1";
+  auto k2 = args.Int("hfa", hfa_env ? std::stoll(env("MXNET_KVSTORE_HFA_K2", "10")) : 0, 0, 1000000);
+  if (!k2.ok()) return k2.status();
+  p.hfa_k2 = static_cast<int>(*k2);
+  if (p.hfa_k2 > 0) {
+    put("MXNET_KVSTORE_USE_HFA", "1");
+    put("MXNET_KVSTORE_HFA_K2", absl::StrCat(p.hfa_k2));
+  }
+  return p;
+}
+
+std::string GeoCluster::Policy::Describe() const {
+  std::string out = wan_dtype;
+  if (topk > 0) out += absl::StrFormat(",topk=%g", topk);
+  if (mixed) out += ",mixed";
+  if (hfa_k2 > 0) out += absl::StrFormat(",hfa_k2=%d", hfa_k2);
+  return out;
+}
+
+bool Exact(const Config& c) {
+  return !(c.wan_topk > 0 && c.wan_topk < 1) && !c.wan_mixed && !c.hfa;
 }
 
 std::string GeoWorkloadArgs(const GeoWorkload& w) {
