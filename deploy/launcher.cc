@@ -351,6 +351,18 @@ bool Cluster::WaitForOutput(const std::string& name, const std::string& text,
   return false;
 }
 
+std::string Cluster::OutputAfter(const std::string& name, absl::Duration wait) {
+  absl::Time deadline = absl::Now() + wait;
+  do {
+    Pump(absl::Milliseconds(20));
+    Reap(false);
+  } while (absl::Now() < deadline);
+  for (auto& c : children_) {
+    if (c.result.name == name) return c.result.stdout_text;
+  }
+  return "";
+}
+
 void Cluster::StopAll() {
   auto alive = [](const Child& c) { return c.result.exit_code < 0 && c.result.signal == 0; };
   bool any = false;

@@ -79,6 +79,8 @@ class Cluster {
   absl::Status Kill(const std::string& name, int sig);
   // Waits until `name` has printed a stdout line containing `text`.
   bool WaitForOutput(const std::string& name, const std::string& text, absl::Duration timeout);
+  // Everything `name` has printed on stdout, after reading for `wait`.
+  std::string OutputAfter(const std::string& name, absl::Duration wait);
   // Stops everything (SIGTERM, then SIGKILL after a grace period).
   void StopAll();
   // Interrupts Wait() (from a signal handler: async-signal-safe).

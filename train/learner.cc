@@ -152,6 +152,10 @@ class Learner {
         const std::vector<int>& lens = ParamLayout(o_.model);
         if (auto s = PullInto(kv_->ZPushPull(keys_, push, &got_, lens), params); !s.ok()) return s;
         ++rounds;
+        if (o_.trace) {
+          std::printf("geops-train round=%d\n", rounds);
+          std::fflush(stdout);
+        }
       }
       const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
       if (o_.shard == 0) {
@@ -236,6 +240,10 @@ absl::StatusOr<std::optional<LearnOptions>> ParseLearnOptions(const EnvLookup& e
     if (!absl::SimpleAtoi(*v, &o.seed)) return Bad("GEOPS_SEED", *v, "an unsigned integer");
   }
   if (auto v = get("GEOPS_DATA_DIR")) o.data_dir = *v;
+  if (auto v = get("GEOPS_TRAIN_TRACE")) {
+    if (*v != "0" && *v != "1") return Bad("GEOPS_TRAIN_TRACE", *v, "0 or 1");
+    o.trace = *v == "1";
+  }
   if (auto v = get("GEOPS_SHARD")) {
     std::vector<std::string> parts = absl::StrSplit(*v, '/');
     if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &o.shard) ||

@@ -32,10 +32,12 @@ struct LearnOptions {
   int shard = 0, shards = 1;
   bool shard_given = false;
   uint64_t seed = 1;
+  bool trace = false;  // a line per round (GEOPS_TRAIN_TRACE=1)
 };
 
 // GEOPS_TRAIN, GEOPS_EPOCHS, GEOPS_BATCH, GEOPS_LR, GEOPS_DATA_DIR,
-// GEOPS_TRAIN_EXAMPLES, GEOPS_TEST_EXAMPLES, GEOPS_SHARD, GEOPS_SEED;
+// GEOPS_TRAIN_EXAMPLES, GEOPS_TEST_EXAMPLES, GEOPS_SHARD, GEOPS_SEED,
+// GEOPS_TRAIN_TRACE;
 // nullopt when GEOPS_TRAIN is unset (the synthetic trainer runs instead).
 absl::StatusOr<std::optional<LearnOptions>> ParseLearnOptions(const EnvLookup& env);
 
