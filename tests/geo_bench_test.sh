@@ -58,6 +58,38 @@ run hier-central 4 --mode hier --parties 2 --workers 2 --central-workers --model
 GEOPS_WAN_DTYPE=fp16 run hier-fp16 2 --mode hier --parties 2 --workers 2 --model resnet50 --scale 64 --rounds 3 "$@"
 # Many tiny keys and three global servers.
 run hier-tiny 4 --mode hier --parties 2 --workers 2 --global-servers 3 --model sizes:600x1K,3x256K --rounds 3 "$@"
+# run_policy NAME MAX_RATIO ARGS...: a WAN policy's run, its bytes per round
+# against the summary's own formula for that policy (wan_ratio), which
+# allows MAX_RATIO - 1 for message headers: top-k's containers are small.
+run_policy() {
+  local name=$1 max=$2
+  shift 2
+  local out=$work/$name.txt rc=0
+  "$bench" "$@" --log-dir "$work/$name" > "$out" 2>&1 || rc=$?
+  local line
+  line=$(grep '^geops-bench-geo mode=' "$out" | tail -1)
+  echo "$name: $line"
+  if [ $rc != 0 ] || [ -z "$line" ]; then
+    echo "FAILED: $name exited $rc"; tail -15 "$out"; fail=1; return
+  fi
+  local ratio
+  ratio=$(field wan_ratio "$line")
+  if [ "$(field processes_failed "$line")" = 0 ] && [ "$(field mismatches "$line")" = 0 ] &&
+     awk -v r="$ratio" -v m="$max" 'BEGIN { exit !(r >= 1 && r <= m) }'; then
+    echo "ok: $name: WAN bytes per round $(field wan_bytes_per_round "$line") = $ratio x the formula ($(field policy "$line"))"
+  else
+    echo "FAILED: $name: wan_ratio $ratio (1..$max allowed)"; fail=1
+  fi
+}
+policy_args=(--mode hier --parties 2 --workers 2 --model resnet50 --scale 64 --rounds 4)
+# Top-k 1% with fp16 values, both ways: about 40x fewer bytes than dense here
+# (a third of resnet50's tensors are below the 1000-element bound and go dense).
+run_policy hier-topk 1.15 "${policy_args[@]}" --topk 1% --topk-min 1000 --wan-dtype fp16 "$@"
+# Top-k at 100% is exact: every result still checked bit for bit.
+run_policy hier-topk100 1.02 "${policy_args[@]}" --topk 100% --topk-min 1000 "$@"
+# HFA with K2 = 2: every other round crosses the WAN.
+run_policy hier-hfa 1.02 "${policy_args[@]}" --hfa 2 "$@"
+run_policy hier-mixed 1.02 "${policy_args[@]}" --sync mixed "$@"
 rows=$(grep -c ',1,[0-9]*$' "$work/rounds.csv" || true)
 echo "CSV: $(($(wc -l < "$work/rounds.csv") - 1)) rows"
 exit $fail
