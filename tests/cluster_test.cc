@@ -120,6 +120,18 @@ TEST_CASE("a bad configuration exits 2 naming the variable", "[cluster]") {
         {"GEOPS_RULE", "adam"}},
        "GEOPS_RULE=\"adam\""},
   };
+  // The example trainer's variables, each named when wrong.
+  const std::map<std::string, std::string> worker = {
+      {"DMLC_ROLE", "worker"}, {"DMLC_PS_ROOT_URI", "127.0.0.1"}, {"DMLC_PS_ROOT_PORT", "9000"},
+      {"DMLC_NUM_SERVER", "1"}, {"DMLC_NUM_WORKER", "1"}, {"GEOPS_TRAIN", "mlp"}};
+  for (auto [name, bad] : {std::pair{"GEOPS_TRAIN", "resnet"}, {"GEOPS_TRAIN", "mlp:0"},
+                           {"GEOPS_EPOCHS", "0"}, {"GEOPS_BATCH", "lots"}, {"GEOPS_LR", "-1"},
+                           {"GEOPS_SHARD", "4/4"}, {"GEOPS_SHARD", "1"},
+                           {"GEOPS_TRAIN_EXAMPLES", "70000"}, {"GEOPS_TRAIN_TRACE", "yes"}}) {
+    auto env = worker;
+    env[name] = bad;
+    cases.push_back({env, absl::StrCat(name, "=\"", bad, "\"")});
+  }
   for (const auto& c : cases) {
     INFO(c.needle);
     absl::Time start = absl::Now();

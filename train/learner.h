@@ -32,7 +32,8 @@ struct LearnOptions {
   int shard = 0, shards = 1;
   bool shard_given = false;
   uint64_t seed = 1;
-  bool trace = false;  // a line per round (GEOPS_TRAIN_TRACE=1)
+  bool trace = false;     // a line per round (GEOPS_TRAIN_TRACE=1)
+  bool lr_decay = true;   // linearly to lr / 10 by the last epoch (GEOPS_LR_DECAY)
 };
 
 // GEOPS_TRAIN, GEOPS_EPOCHS, GEOPS_BATCH, GEOPS_LR, GEOPS_DATA_DIR,

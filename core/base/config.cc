@@ -781,6 +781,28 @@ Built-in trainer (DMLC_ROLE=worker)
   GEOPS_LR                  learning rate of sgd (default 0.5).
   GEOPS_PROGRESS            1: print a line per round (default 1).
 
+Example trainer (DMLC_ROLE=worker with GEOPS_TRAIN set)
+  GEOPS_TRAIN               softmax | mlp | mlp:HIDDEN: train on Fashion-MNIST
+                            (Debian package dataset-fashion-mnist) instead of
+                            the synthetic check. The master worker sets the
+                            rule (sgd at GEOPS_LR on the global servers, or
+                            average with MXNET_KVSTORE_USE_HFA=1) and the
+                            initial model; shard 0 prints test accuracy after
+                            every epoch. geops-launch --train sets it up.
+  GEOPS_SHARD               i/N: this worker's share of the training set
+                            (examples i, i+N, ...); geops-launch sets it.
+  GEOPS_EPOCHS              passes over the training set (default 3).
+  GEOPS_BATCH               examples per step and worker (default 32).
+  GEOPS_LR                  learning rate (default 0.1 here).
+  GEOPS_LR_DECAY            1 (default): the rate falls linearly to a tenth
+                            by the last epoch; 0: constant.
+  GEOPS_TRAIN_EXAMPLES      train on the first N images (default all 60000).
+  GEOPS_TEST_EXAMPLES       test on the first N images (default all 10000).
+  GEOPS_DATA_DIR            where the four .gz files are (default
+                            /usr/share/datasets/fashion-mnist).
+  GEOPS_SEED                the initial model's seed (default 1).
+  GEOPS_TRAIN_TRACE         1: a line per round (geops-train round=N).
+
 Exit status: 0 on an orderly shutdown, 1 on a runtime failure (dead peer,
 wrong result), 2 on a configuration error.
 )";
