@@ -3,7 +3,9 @@
 // (overflow, subnormals, NaN).
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <vector>
 
 #include "core/kv/half.h"
 
@@ -86,4 +88,80 @@ TEST_CASE("Narrow and Widen convert whole buffers") {
     // 65504 is exact in float16; bfloat16 keeps 8 bits: 65536.
     REQUIRE(out[2] == (d == DType::kFloat16 ? 65504.0f : 65536.0f));
   }
+}
+
+namespace {
+
+// An independent reference: the nearest of the (monotonic) positive bit
+// patterns by binary search on their values, ties to the even pattern, and
+// past the largest finite value the next power of two standing in for
+// infinity (so the overflow threshold is the midpoint, as IEEE rounds).
+template <typename Widen>
+uint16_t Reference(float f, Widen widen, uint16_t max_finite, double beyond) {
+  if (std::isnan(f)) return 0;  // callers check NaN separately
+  const uint16_t sign = std::signbit(f) ? 0x8000 : 0;
+  const double x = std::fabs(static_cast<double>(f));
+  auto value = [&](uint32_t b) { return b > max_finite ? beyond : static_cast<double>(widen(b)); };
+  uint32_t lo = 0, hi = max_finite + 1u;  // value(lo) <= x < value(hi), or x beyond
+  if (x >= beyond) return sign | static_cast<uint16_t>(max_finite + 1);
+  while (hi - lo > 1) {
+    uint32_t mid = (lo + hi) / 2;
+    (value(mid) <= x ? lo : hi) = mid;
+  }
+  const double below = x - value(lo), above = value(hi) - x;
+  uint32_t pick = below < above ? lo : above < below ? hi : (lo % 2 == 0 ? lo : hi);
+  return sign | static_cast<uint16_t>(pick);
+}
+
+uint16_t HalfReference(float f) {
+  return Reference(f, [](uint32_t b) { return HalfToFloat(static_cast<uint16_t>(b)); }, 0x7BFF, 65536.0);
+}
+uint16_t BFloat16Reference(float f) {
+  return Reference(f, [](uint32_t b) { return BFloat16ToFloat(static_cast<uint16_t>(b)); }, 0x7F7F,
+                   std::ldexp(1.0, 128));
+}
+
+}  // namespace
+
+TEST_CASE("float16 and bfloat16 narrowing agree with a reference on every kind of float32") {
+  std::vector<float> probes;
+  // A sweep of all float32 bit patterns (every 65,537th: every exponent,
+  // both signs, normals, subnormals, infinities and NaNs).
+  for (uint64_t b = 0; b <= 0xFFFFFFFFull; b += 65537) probes.push_back(BitsFloat(static_cast<uint32_t>(b)));
+  // Every tie between neighbouring 16-bit values, and one float32 ulp
+  // either side of it, for both formats.
+  for (uint32_t h = 0; h < 0x7C00; ++h) {
+    for (float mid : {(HalfToFloat(h) + HalfToFloat(h + 1)) / 2,
+                      BFloat16ToFloat(h) / 2 + BFloat16ToFloat(h + 1) / 2}) {
+      for (float v : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 1e38f)}) {
+        probes.push_back(v);
+        probes.push_back(-v);
+      }
+    }
+  }
+  for (float v : {0.0f, -0.0f, 65504.0f, 65519.996f, 65520.0f, std::numeric_limits<float>::max(),
+                  std::numeric_limits<float>::denorm_min(), std::numeric_limits<float>::infinity(),
+                  -std::numeric_limits<float>::infinity()}) {
+    probes.push_back(v);
+  }
+  size_t checked = 0;
+  for (float f : probes) {
+    if (std::isnan(f)) {
+      REQUIRE(std::isnan(HalfToFloat(FloatToHalf(f))));
+      REQUIRE(std::isnan(BFloat16ToFloat(FloatToBFloat16(f))));
+      continue;
+    }
+    const uint16_t h = FloatToHalf(f), b = FloatToBFloat16(f);
+    if (h != HalfReference(f)) FAIL("float16 of " << f << " (0x" << std::hex << FloatBits(f) << ")");
+    if (b != BFloat16Reference(f)) FAIL("bfloat16 of " << f << " (0x" << std::hex << FloatBits(f) << ")");
+#if defined(__FLT16_MAX__)
+    // The compiler's own conversion (IEEE round to nearest even).
+    const _Float16 c = static_cast<_Float16>(f);
+    uint16_t cb;
+    std::memcpy(&cb, &c, 2);
+    if (h != cb) FAIL("float16 of " << f << ": the compiler says 0x" << std::hex << cb);
+#endif
+    ++checked;
+  }
+  REQUIRE(checked > 100000);
 }
