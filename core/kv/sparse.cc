@@ -162,9 +162,7 @@ Buffer ErrorFeedback::Compress(Key key, const Buffer& f32, bool accumulate) {
   const uint64_t n = f32.size() / sizeof(float);
   std::vector<float>& r = residual_[key];
   if (r.size() != n) r.assign(n, 0.0f);
-  // r becomes what is to be sent: this value plus what earlier rounds kept.
-  for (uint64_t i = 0; i < n; ++i) r[i] += Get<float>(f32.data() + 4 * i);
-
+  const std::byte* in = f32.data();
   const uint64_t k = TopKCount(n, density_);
   // A 16-bit value that would overflow goes as float32 instead: infinity
   // in the residual would poison every later round.
@@ -172,36 +170,74 @@ Buffer ErrorFeedback::Compress(Key key, const Buffer& f32, bool accumulate) {
   auto overflows = [&](float v) {
     return vd != DType::kFloat32 && std::isfinite(v) && !std::isfinite(RoundTrip(vd, v));
   };
+  // Writes entry j (value r[i]) and keeps what the receiver will not read.
+  auto emit = [&](std::byte* at, uint64_t i) {
+    if (vd == DType::kFloat32) {
+      Put<float>(at, r[i]);
+      r[i] = 0;
+    } else {
+      const uint16_t h = Narrow16(vd, r[i]);
+      Put<uint16_t>(at, h);
+      r[i] -= Widen16(vd, h);
+    }
+  };
 
   if (k == n) {
-    for (uint64_t i = 0; i < n && vd != DType::kFloat32; ++i) {
+    // r becomes what is to be sent: this value plus what earlier rounds kept.
+    for (uint64_t i = 0; i < n; ++i) {
+      r[i] += Get<float>(in + 4 * i);
       if (overflows(r[i])) vd = DType::kFloat32;
     }
     const size_t vb = ValueBytes(vd);
     Buffer b = NewContainer(kSparseHeaderBytes + n * vb, kFormDense, vd, accumulate, n, n);
     std::byte* out = b.data() + kSparseHeaderBytes;
-    for (uint64_t i = 0; i < n; ++i) {
-      PutValue(out + i * vb, vd, r[i]);
-      r[i] -= RoundTrip(vd, r[i]);
-    }
+    for (uint64_t i = 0; i < n; ++i) emit(out + i * vb, i);
     return b;
   }
 
-  // The k-th largest magnitude (NaN counts as largest, so it is sent and
-  // shows up where it belongs instead of hiding in the residual), then one
-  // scan in index order: everything above it, and ties up to k by index.
+  // The k largest magnitudes (NaN counts as largest, so it is sent and
+  // shows up where it belongs instead of hiding in the residual), ties
+  // broken by index. A strided sample first estimates a threshold that
+  // about 2k elements pass; one pass then adds this value into r and keeps
+  // the indices that pass; the exact k-th magnitude is selected among
+  // those. Should fewer than k pass (a skewed sample), every element is a
+  // candidate. Either way the result is the exact top-k.
   auto mag = [](float v) { return std::isnan(v) ? std::numeric_limits<float>::infinity() : std::fabs(v); };
-  std::vector<float> m(n);
-  for (uint64_t i = 0; i < n; ++i) m[i] = mag(r[i]);
+  float estimate = 0;
+  // About 128 sampled elements above the estimate: enough to keep the
+  // candidates near 2k, few enough to cost little next to the pass.
+  const uint64_t sample = std::min<uint64_t>(n, std::max<uint64_t>(8192, 64 * (n / k)));
+  if (sample < n) {
+    std::vector<float> m(sample);
+    const uint64_t stride = n / sample;
+    for (uint64_t j = 0; j < sample; ++j) {
+      const uint64_t i = j * stride;
+      m[j] = mag(r[i] + Get<float>(in + 4 * i));
+    }
+    const uint64_t q = std::min<uint64_t>(sample - 1, (2 * k * sample + n - 1) / n);
+    std::nth_element(m.begin(), m.begin() + static_cast<ptrdiff_t>(q), m.end(), std::greater<float>());
+    estimate = m[q];
+  }
+  std::vector<uint64_t> cand;
+  cand.reserve(std::min<uint64_t>(n, 4 * k + 64));
+  for (uint64_t i = 0; i < n; ++i) {
+    r[i] += Get<float>(in + 4 * i);
+    if (mag(r[i]) >= estimate) cand.push_back(i);
+  }
+  if (cand.size() < k) {
+    cand.resize(n);
+    for (uint64_t i = 0; i < n; ++i) cand[i] = i;
+  }
+  std::vector<float> m(cand.size());
+  for (size_t j = 0; j < cand.size(); ++j) m[j] = mag(r[cand[j]]);
   std::nth_element(m.begin(), m.begin() + static_cast<ptrdiff_t>(k - 1), m.end(), std::greater<float>());
   const float t = m[k - 1];
   uint64_t above = 0;
-  for (uint64_t i = 0; i < k; ++i) above += m[i] > t;  // the first k hold every one above t
-  std::vector<float>().swap(m);
+  for (uint64_t j = 0; j < k; ++j) above += m[j] > t;  // the first k hold every one above t
   std::vector<uint64_t> pick;
   pick.reserve(k);
   uint64_t ties = k - above;
-  for (uint64_t i = 0; i < n && pick.size() < k; ++i) {
+  for (uint64_t i : cand) {  // in index order
     const float a = mag(r[i]);
     if (a > t) {
       pick.push_back(i);
@@ -209,6 +245,7 @@ Buffer ErrorFeedback::Compress(Key key, const Buffer& f32, bool accumulate) {
       --ties;
       pick.push_back(i);
     }
+    if (pick.size() == k) break;
   }
   for (uint64_t i : pick) {
     if (overflows(r[i])) vd = DType::kFloat32;
@@ -221,8 +258,7 @@ Buffer ErrorFeedback::Compress(Key key, const Buffer& f32, bool accumulate) {
     const uint64_t i = pick[j];
     if (ib == 4) Put<uint32_t>(idx + j * 4, static_cast<uint32_t>(i));
     else Put<uint64_t>(idx + j * 8, i);
-    PutValue(val + j * vb, vd, r[i]);
-    r[i] -= RoundTrip(vd, r[i]);
+    emit(val + j * vb, i);
   }
   return b;
 }
