@@ -165,3 +165,39 @@ TEST_CASE("float16 and bfloat16 narrowing agree with a reference on every kind o
   }
   REQUIRE(checked > 100000);
 }
+
+TEST_CASE("bulk float16 conversion (F16C where present) gives the scalar functions' bits") {
+  std::vector<float> in;
+  for (uint64_t b = 0; b <= 0xFFFFFFFFull; b += 4099) in.push_back(BitsFloat(static_cast<uint32_t>(b)));
+  for (uint32_t h = 0; h < 0x7C00; ++h) {
+    float mid = (HalfToFloat(h) + HalfToFloat(h + 1)) / 2;
+    in.push_back(mid);
+    in.push_back(-mid);
+  }
+  // Odd lengths and offsets: the vector loop's tail and unaligned input.
+  for (size_t offset : {size_t{0}, size_t{1}, size_t{3}}) {
+    const size_t n = in.size() - offset;
+    std::vector<uint16_t> out(n + 1);
+    std::vector<std::byte> raw((n + 1) * 4);
+    std::memcpy(raw.data() + 1, in.data() + offset, n * 4);  // misaligned by one byte
+    FloatsToHalf(raw.data() + 1, reinterpret_cast<std::byte*>(out.data()), n);
+    for (size_t i = 0; i < n; ++i) {
+      if (out[i] != FloatToHalf(in[offset + i])) {
+        FAIL("bulk float16 of 0x" << std::hex << FloatBits(in[offset + i]) << ": 0x" << out[i]
+                                  << ", scalar 0x" << FloatToHalf(in[offset + i]));
+      }
+    }
+  }
+  std::vector<uint16_t> all(65536);
+  for (uint32_t h = 0; h < 65536; ++h) all[h] = static_cast<uint16_t>(h);
+  std::vector<float> wide(65536);
+  HalfsToFloat(reinterpret_cast<const std::byte*>(all.data()), reinterpret_cast<std::byte*>(wide.data()), 65536);
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float s = HalfToFloat(static_cast<uint16_t>(h));
+    if (std::isnan(s)) {
+      REQUIRE(std::isnan(wide[h]));
+    } else if (FloatBits(wide[h]) != FloatBits(s)) {
+      FAIL("bulk widening of 0x" << std::hex << h);
+    }
+  }
+}

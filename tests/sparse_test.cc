@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <tuple>
 
 #include "core/kv/half.h"
 #include "core/kv/sparse.h"
@@ -214,4 +215,21 @@ TEST_CASE("malformed containers are refused and change nothing", "[sparse]") {
   // The wrong number of elements for the key.
   Buffer small = Buffer::Allocate(32 * 4);
   REQUIRE_FALSE(DecodeSparse(good, small).ok());
+}
+
+TEST_CASE("a value 16 bits would turn into infinity sends its key's entries as float32",
+          "[sparse]") {
+  for (auto [vd, fits, overflows] :
+       {std::tuple{DType::kFloat16, 65519.0f, 65520.0f},
+        std::tuple{DType::kBFloat16, std::nextafter(BitsFloat(0x7F7F8000u), 0.0f), BitsFloat(0x7F7F8000u)}}) {
+    for (double density : {0.5, 1.0}) {
+      INFO(DTypeName(vd) << " density " << density);
+      ErrorFeedback ok(density, vd), big(density, vd);
+      auto a = InspectSparse(ok.Compress(1, Floats({fits, 1.0f}), false));
+      auto b = InspectSparse(big.Compress(1, Floats({-overflows, 1.0f}), false));
+      REQUIRE(a->value_dtype == vd);
+      REQUIRE(b->value_dtype == DType::kFloat32);
+      REQUIRE(big.Residual(1)[0] == 0.0f);
+    }
+  }
 }

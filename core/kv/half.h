@@ -66,6 +66,12 @@ inline float HalfToFloat(uint16_t h) {
   return BitsFloat(sign | (e << 23) | ((m & 0x3FFu) << 13));
 }
 
+// n float32 values at `in` -> IEEE half at `out`, and back; any alignment.
+// F16C instructions where the CPU has them, else the functions above:
+// the same bits either way (tested).
+void FloatsToHalf(const std::byte* in, std::byte* out, size_t n);
+void HalfsToFloat(const std::byte* in, std::byte* out, size_t n);
+
 // Converts `in` (elements of In) into a new Buffer of Out elements.
 template <typename In, typename Out, typename F>
 Buffer Convert(const Buffer& in, F convert) {
@@ -82,14 +88,22 @@ Buffer Convert(const Buffer& in, F convert) {
 
 // float32 values -> `to` (kFloat16 or kBFloat16), in a new Buffer.
 inline Buffer Narrow(DType to, const Buffer& f32) {
-  return to == DType::kFloat16 ? Convert<float, uint16_t>(f32, FloatToHalf)
-                               : Convert<float, uint16_t>(f32, FloatToBFloat16);
+  if (to == DType::kFloat16) {
+    Buffer out = Buffer::Allocate(f32.size() / 2);
+    FloatsToHalf(f32.data(), out.data(), f32.size() / 4);
+    return out;
+  }
+  return Convert<float, uint16_t>(f32, FloatToBFloat16);
 }
 
 // `from` (kFloat16 or kBFloat16) values -> float32, in a new Buffer.
 inline Buffer Widen(DType from, const Buffer& h16) {
-  return from == DType::kFloat16 ? Convert<uint16_t, float>(h16, HalfToFloat)
-                                 : Convert<uint16_t, float>(h16, BFloat16ToFloat);
+  if (from == DType::kFloat16) {
+    Buffer out = Buffer::Allocate(h16.size() * 2);
+    HalfsToFloat(h16.data(), out.data(), h16.size() / 2);
+    return out;
+  }
+  return Convert<uint16_t, float>(h16, BFloat16ToFloat);
 }
 
 }  // namespace geops

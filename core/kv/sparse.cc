@@ -44,8 +44,6 @@ void PutValue(std::byte* at, DType d, float v) {
 float GetValue(const std::byte* at, DType d) {
   return d == DType::kFloat32 ? Get<float>(at) : Widen16(d, Get<uint16_t>(at));
 }
-// What a value reads back as after crossing in `d`.
-float RoundTrip(DType d, float v) { return d == DType::kFloat32 ? v : Widen16(d, Narrow16(d, v)); }
 
 Buffer NewContainer(size_t bytes, uint8_t form, DType d, bool accumulate, uint64_t elements,
               uint64_t entries) {
@@ -128,6 +126,10 @@ absl::Status DecodeSparse(const Buffer& wire, const Buffer& dense) {
   const size_t vb = ValueBytes(info->value_dtype);
   std::byte* out = dense.data();
   if (!info->topk) {
+    if (info->value_dtype == DType::kFloat16 && !info->accumulate) {
+      HalfsToFloat(body, out, n);
+      return absl::OkStatus();
+    }
     for (uint64_t i = 0; i < n; ++i) {
       float v = GetValue(body + i * vb, info->value_dtype);
       if (info->accumulate) v += Get<float>(out + 4 * i);
@@ -167,8 +169,13 @@ Buffer ErrorFeedback::Compress(Key key, const Buffer& f32, bool accumulate) {
   // A 16-bit value that would overflow goes as float32 instead: infinity
   // in the residual would poison every later round.
   DType vd = value_dtype_;
+  // (Where rounding to nearest even reaches infinity: 65520 for fp16, the
+  // midpoint above bfloat16's largest finite value for bf16.)
   auto overflows = [&](float v) {
-    return vd != DType::kFloat32 && std::isfinite(v) && !std::isfinite(RoundTrip(vd, v));
+    const uint32_t a = FloatBits(v) & 0x7FFFFFFFu;
+    return a < 0x7F800000u && (vd == DType::kFloat16    ? a >= 0x477FF000u
+                               : vd == DType::kBFloat16 ? a >= 0x7F7F8000u
+                                                        : false);
   };
   // Writes entry j (value r[i]) and keeps what the receiver will not read.
   auto emit = [&](std::byte* at, uint64_t i) {
@@ -191,6 +198,18 @@ Buffer ErrorFeedback::Compress(Key key, const Buffer& f32, bool accumulate) {
     const size_t vb = ValueBytes(vd);
     Buffer b = NewContainer(kSparseHeaderBytes + n * vb, kFormDense, vd, accumulate, n, n);
     std::byte* out = b.data() + kSparseHeaderBytes;
+    if (vd == DType::kFloat16) {
+      // In bulk (F16C where there is one), a chunk at a time: encode, read
+      // back, keep the rounding.
+      float back[1024];
+      for (uint64_t i = 0; i < n; i += 1024) {
+        const size_t m = std::min<uint64_t>(1024, n - i);
+        FloatsToHalf(reinterpret_cast<const std::byte*>(r.data() + i), out + 2 * i, m);
+        HalfsToFloat(out + 2 * i, reinterpret_cast<std::byte*>(back), m);
+        for (size_t j = 0; j < m; ++j) r[i + j] -= back[j];
+      }
+      return b;
+    }
     for (uint64_t i = 0; i < n; ++i) emit(out + i * vb, i);
     return b;
   }
