@@ -233,3 +233,13 @@ TEST_CASE("a value 16 bits would turn into infinity sends its key's entries as f
     }
   }
 }
+
+TEST_CASE("a container of a zero-element key decodes into nothing", "[sparse]") {
+  // Found by the fuzzer: a top-k header with no elements and no entries.
+  std::vector<uint8_t> bytes = {'G', 'S', 'P', 'K', 1, 1, 1, 0};
+  bytes.resize(kSparseHeaderBytes, 0);
+  Buffer wire = Buffer::CopyOf(bytes.data(), bytes.size());
+  REQUIRE(InspectSparse(wire).ok());
+  REQUIRE(DecodeSparse(wire, Buffer()).ok());
+  REQUIRE(DecodeSparse(EncodeDense(Buffer(), DType::kFloat16, false), Buffer()).ok());
+}

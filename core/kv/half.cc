@@ -1,6 +1,7 @@
 #include "core/kv/half.h"
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -8,9 +9,21 @@ namespace geops {
 namespace {
 
 #if defined(__x86_64__)
+// CPUID leaf 1: F16C (ECX bit 29), AVX (bit 28), and the OS saving YMM
+// state (OSXSAVE, bit 27, then XCR0 bits 1 and 2).
+bool DetectF16C() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
+  const unsigned need = (1u << 27) | (1u << 28) | (1u << 29);
+  if ((ecx & need) != need) return false;
+  unsigned lo = 0, hi = 0;
+  __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return (lo & 6u) == 6u;
+}
+
 bool HaveF16C() {
   // Asked once per process: the CPU does not change under us.
-  static const bool have = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+  static const bool have = DetectF16C();
   return have;
 }
 

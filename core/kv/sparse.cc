@@ -149,7 +149,7 @@ absl::Status DecodeSparse(const Buffer& wire, const Buffer& dense) {
       return Malformed(absl::StrFormat("index %d at entry %d (indices increase, below %d)", at, j, n));
     }
   }
-  if (!info->accumulate) std::memset(out, 0, dense.size());
+  if (!info->accumulate && dense.size() > 0) std::memset(out, 0, dense.size());
   const std::byte* values = body + m * ib;
   for (uint64_t j = 0; j < m; ++j) {
     const uint64_t at = index(j);

@@ -1,6 +1,6 @@
 // libFuzzer target for everything that parses bytes from the network: the
-// wire header and flat messages, the multipart split, and the control
-// bodies. Build with -DGEOPS_FUZZ=ON and clang; run
+// wire header and flat messages, the multipart split, the control bodies,
+// and the WAN tier's compressed values. Build with -DGEOPS_FUZZ=ON and clang; run
 //   build-fuzz/tests/geops_codec_fuzz -max_total_time=60
 #include <cstddef>
 #include <cstdint>
@@ -9,6 +9,7 @@
 #include <span>
 
 #include "core/wire/codec.h"
+#include "core/kv/sparse.h"
 #include "core/wire/control.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -19,6 +20,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)DecodeNodeInfo(whole);
   (void)DecodeRule(whole);
   (void)DecodeU32(whole);
+  // As a compressed value, decoded into a key of the size it claims (up
+  // to a bound: a real receiver takes the size from the key it holds) and
+  // into one of a size it does not claim.
+  if (auto info = InspectSparse(whole); info.ok()) {
+    const uint64_t n = std::min<uint64_t>(info->elements, 1 << 16);
+    Buffer dense = Buffer::Allocate(n * sizeof(float));
+    (void)DecodeSparse(whole, dense);
+  }
+  (void)DecodeSparse(whole, Buffer::Allocate(64 * sizeof(float)));
   // The same bytes as a multipart message: the first byte says how long
   // the header is; the rest is cut into the segment lengths it announces.
   if (size > 1) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/wire/codec.h"
+#include "core/kv/sparse.h"
 #include "core/wire/control.h"
 
 namespace {
@@ -118,6 +119,13 @@ int main(int argc, char** argv) {
   Write("u32", Bytes(EncodeU32(group::kAll)));
   Write("rule-sum", Bytes(EncodeRule({UpdateRule::kSum, 0})));
   Write("rule-sgd", Bytes(EncodeRule({UpdateRule::kSgd, 0.25})));
+  Write("rule-average", Bytes(EncodeRule({UpdateRule::kAverage, 0, 4})));
+  // Compressed values: dense fp16, and top-k (float32, accumulate).
+  std::vector<float> grad(64);
+  for (size_t i = 0; i < grad.size(); ++i) grad[i] = static_cast<float>(i % 7) - 3.0f;
+  Write("sparse-dense-fp16", Bytes(EncodeDense(Of<float>(grad), DType::kFloat16, false)));
+  ErrorFeedback ef(0.1, DType::kFloat32);
+  Write("sparse-topk", Bytes(ef.Compress(1, Of<float>(grad), true)));
 
   // Membership messages, as the tiers send them.
   WriteMessage("register", Control(Command::kRegister, {EncodeNodeInfo(worker)}));
