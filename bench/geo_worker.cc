@@ -17,6 +17,7 @@
 #include "core/kv/kv_worker.h"
 #include "core/kv/partition.h"
 #include "roles/trainer.h"
+#include "roles/wan_policy.h"
 
 namespace geops::bench {
 namespace {
@@ -57,7 +58,7 @@ class GeoWorker {
       RuleSpec rule;
       if (c_.wan_mixed) rule = {UpdateRule::kSgd, 0.5, 0};
       if (c_.hfa) rule = {UpdateRule::kAverage, 0, static_cast<uint32_t>(std::max(1, c_.num_all_workers))};
-      if (auto s = kv_.Wait(kv_.SetRule(rule)); !s.ok()) return s;
+      if (auto s = kv_.Wait(kv_.SetRule(WithWanPolicy(rule, c_))); !s.ok()) return s;
       std::vector<float> init(model_.total_elems());
       ForEach([&](size_t k, int64_t i, int64_t at) { init[at] = static_cast<float>(InitValue(k, i)); });
       if (auto s = kv_.Wait(kv_.Init(keys_, init, lens_)); !s.ok()) return s;

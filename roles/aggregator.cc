@@ -47,17 +47,19 @@ absl::Status Aggregator::SetRule(const RuleSpec& rule) {
   if (rule.rule == UpdateRule::kSgd && !(rule.learning_rate > 0)) {
     return absl::InvalidArgumentError("the sgd rule needs a learning rate > 0");
   }
+  const bool mixed = rule.policy_set && wan_.global_tier ? rule.wan_mixed : wan_.mixed;
   if (rule.rule == UpdateRule::kAverage && rule.average_over == 0) {
     return absl::InvalidArgumentError(
         "the average rule needs the number of workers it averages over (DMLC_NUM_ALL_WORKER)");
   }
-  if (wan_.mixed && rule.rule != UpdateRule::kSgd) {
+  if (mixed && rule.rule != UpdateRule::kSgd) {
     return absl::InvalidArgumentError(
         "GEOPS_WAN_SYNC=mixed applies each party's sum to the weights as it arrives: it needs "
         "the sgd rule");
   }
   std::lock_guard<std::mutex> lock(mu_);
   rule_ = rule;
+  if (rule.policy_set && wan_.global_tier) AdoptPolicy(rule);
   log::Info("update rule: %s lr=%g%s",
             rule.rule == UpdateRule::kSgd       ? "sgd"
             : rule.rule == UpdateRule::kAverage ? "average"
@@ -66,6 +68,57 @@ absl::Status Aggregator::SetRule(const RuleSpec& rule) {
             rule.rule == UpdateRule::kAverage ? absl::StrFormat(" over %d workers", rule.average_over)
                                               : std::string());
   return absl::OkStatus();
+}
+
+RuleSpec Aggregator::rule() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return rule_;
+}
+
+void Aggregator::AdoptPolicy(const RuleSpec& r) {
+  wan_.topk = r.wan_topk;
+  wan_.topk_min_elems = static_cast<int64_t>(std::min<uint64_t>(r.wan_topk_min_elems, INT64_MAX));
+  wan_.wire_dtype = r.wan_dtype;
+  if (top()) {
+    wan_.mixed = r.wan_mixed;
+    wan_.staleness = static_cast<int>(std::min<uint32_t>(r.wan_staleness, 1000000));
+  } else {
+    wan_.hfa_k2 = static_cast<int>(std::min<uint32_t>(r.hfa_k2, 1000000));
+  }
+  up_ef_ = ErrorFeedback(wan_.topk, ContainerDType());
+  down_ef_ = ErrorFeedback(wan_.topk, ContainerDType());
+  log::Info("WAN policy from the master worker: %s%s%s%s",
+            wan_.topk > 0 ? absl::StrFormat("top-k %g of keys >= %d elements, ", wan_.topk,
+                                            wan_.topk_min_elems)
+                          : std::string("dense, "),
+            IsHalf(wan_.wire_dtype) ? DTypeName(wan_.wire_dtype) : "float32",
+            top() ? (wan_.mixed ? absl::StrFormat(", MixedSync (staleness %d)", wan_.staleness)
+                                : std::string(", synchronous"))
+                  : std::string(),
+            !top() && wan_.hfa_k2 > 0 ? absl::StrFormat(", HFA K2=%d", wan_.hfa_k2) : std::string());
+}
+
+void Aggregator::AskPolicy() {
+  policy_ = Policy::kAsking;
+  deferred_.push_back([this] {
+    upstream_->QueryRule([this](const absl::Status& s, std::vector<Buffer>& answers) {
+      std::unique_lock<std::mutex> lock(mu_);
+      absl::StatusOr<RuleSpec> r = absl::UnavailableError(s.ok() ? "no answer" : s.ToString());
+      if (s.ok() && !answers.empty()) r = DecodeRule(answers[0]);
+      if (!r.ok()) {
+        log::Warn("could not read the cluster's WAN policy from the global servers (%s): keeping "
+                  "this server's variables",
+                  r.status().message());
+      } else if (r->policy_set) {
+        AdoptPolicy(*r);
+      }
+      policy_ = Policy::kKnown;
+      std::vector<Completed> waiting = std::move(pending_completes_);
+      pending_completes_.clear();
+      for (Completed& c : waiting) Complete(c.key, c.round, c.dtype, std::move(c.total), c.slice);
+      RunDeferred(lock);
+    });
+  });
 }
 
 Aggregator::Stats Aggregator::stats() const {
@@ -268,6 +321,12 @@ bool Aggregator::IsResentAfterClose(const AggregationTable& table, Key key, cons
 }
 
 void Aggregator::Complete(Key key, uint64_t round, DType dtype, Buffer total, bool slice) {
+  if (!top() && policy_ != Policy::kKnown) {
+    // The first sum: the master worker may have chosen the WAN policy.
+    pending_completes_.push_back({key, round, dtype, std::move(total), slice});
+    if (policy_ == Policy::kUnknown) AskPolicy();
+    return;
+  }
   ++stats_.rounds_completed;
   if (!top()) {
     if (wan_.hfa_k2 > 0 && round % static_cast<uint64_t>(wan_.hfa_k2) != 0) {

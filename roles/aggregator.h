@@ -63,6 +63,9 @@ struct WanOptions {
   // the party's sum goes to the global tier as global round r / hfa_k2.
   // 0: off.
   int hfa_k2 = 0;
+  // This server is in a global tier (the policies above apply); a single
+  // tier's server ignores a WAN policy the master worker sends.
+  bool global_tier = false;
 };
 
 class Aggregator {
@@ -87,6 +90,8 @@ class Aggregator {
   void Start(int expected);
   void Handle(KVRequest&& req);
   absl::Status SetRule(const RuleSpec& rule);
+  // The rule the master worker set, with its WAN policy (GET_RULE).
+  RuleSpec rule() const;
 
   struct Stats {
     uint64_t rounds_completed = 0;  // (key, round) pairs closed here
@@ -149,7 +154,24 @@ class Aggregator {
   void RunDeferred(std::unique_lock<std::mutex>& lock);
 
   KVClient* upstream_;
-  const WanOptions wan_;
+  // Set at construction from this process's variables; replaced by the
+  // master worker's policy when it sends one (guarded by mu_).
+  WanOptions wan_;
+  enum class Policy { kUnknown, kAsking, kKnown };
+  // A party server learns the master worker's policy from the global
+  // servers before its first sum leaves: the sums that complete meanwhile
+  // wait here.
+  Policy policy_ = Policy::kUnknown;
+  struct Completed {
+    Key key;
+    uint64_t round;
+    DType dtype;
+    Buffer total;
+    bool slice;
+  };
+  std::vector<Completed> pending_completes_;
+  void AskPolicy();
+  void AdoptPolicy(const RuleSpec& r);
   std::function<bool(const KVRequest&)> counts_;
   bool said_ignored_ = false;
   mutable std::mutex mu_;

@@ -118,6 +118,7 @@ absl::Status RunServer(const Config& c) {
   wan.mixed = global && top && c.wan_mixed;
   wan.staleness = c.wan_staleness;
   wan.hfa_k2 = global && !top && c.hfa ? c.hfa_k2 : 0;
+  wan.global_tier = global != nullptr;
   wan.wire_dtype = c.wan_precision == Config::WanPrecision::kFloat16    ? DType::kFloat16
                    : c.wan_precision == Config::WanPrecision::kBFloat16 ? DType::kBFloat16
                                                                         : DType::kNone;
@@ -145,7 +146,12 @@ absl::Status RunServer(const Config& c) {
     return g ? absl::StrCat(l->StatsText(), " ", g->StatsText()) : l->StatsText();
   };
   local_server->set_stats_handler(both);
-  if (global_server) global_server->set_stats_handler(both);
+  auto rule_in_force = [a = agg.get()] { return a->rule(); };
+  local_server->set_rule_getter(rule_in_force);
+  if (global_server) {
+    global_server->set_stats_handler(both);
+    global_server->set_rule_getter(rule_in_force);
+  }
 
   if (global) {
     if (!top) {

@@ -15,6 +15,7 @@
 #include "core/kv/partition.h"
 #include "roles/roles.h"
 #include "roles/tier_setup.h"
+#include "roles/wan_policy.h"
 
 namespace geops {
 namespace {
@@ -70,7 +71,7 @@ class Trainer {
     bytes_per_round_ = total * sizeof(T);
 
     if (c_.master_worker) {
-      if (auto s = kv_->Wait(kv_->SetRule(o_.rule)); !s.ok()) return s;
+      if (auto s = kv_->Wait(kv_->SetRule(WithWanPolicy(o_.rule, c_))); !s.ok()) return s;
       std::vector<T> init(total);
       ForEach([&](size_t k, size_t i, size_t at) { init[at] = static_cast<T>(InitValue(k, i)); });
       if (auto s = kv_->Wait(kv_->Init(keys_, init, o_.key_sizes)); !s.ok()) return s;

@@ -191,4 +191,33 @@ TEST_CASE("control bodies round-trip and reject garbage") {
   REQUIRE(rr.ok());
   REQUIRE(rr->rule == UpdateRule::kSgd);
   REQUIRE(rr->learning_rate == 0.25);
+  REQUIRE_FALSE(rr->policy_set);
+  // The master worker's WAN policy travels with the rule.
+  RuleSpec p{UpdateRule::kAverage, 0, 6};
+  p.policy_set = true;
+  p.wan_topk = 0.01;
+  p.wan_topk_min_elems = 1000;
+  p.wan_dtype = DType::kBFloat16;
+  p.wan_mixed = true;
+  p.wan_staleness = 7;
+  p.hfa_k2 = 3;
+  Buffer pb = EncodeRule(p);
+  auto pr = DecodeRule(pb);
+  REQUIRE(pr.ok());
+  REQUIRE(pr->rule == UpdateRule::kAverage);
+  REQUIRE(pr->average_over == 6);
+  REQUIRE(pr->policy_set);
+  REQUIRE(pr->wan_topk == 0.01);
+  REQUIRE(pr->wan_topk_min_elems == 1000);
+  REQUIRE(pr->wan_dtype == DType::kBFloat16);
+  REQUIRE(pr->wan_mixed);
+  REQUIRE(pr->wan_staleness == 7);
+  REQUIRE(pr->hfa_k2 == 3);
+  for (size_t len = 0; len < pb.size(); ++len) REQUIRE_FALSE(DecodeRule(pb.Slice(0, len)).ok());
+  // A density outside 0..1 or a dtype that is not a WAN type is refused.
+  p.wan_topk = 2;
+  REQUIRE_FALSE(DecodeRule(EncodeRule(p)).ok());
+  p.wan_topk = 0.01;
+  p.wan_dtype = DType::kInt32;
+  REQUIRE_FALSE(DecodeRule(EncodeRule(p)).ok());
 }

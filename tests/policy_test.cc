@@ -109,6 +109,34 @@ TEST_CASE("top-k at 100% travels as containers and every round stays bit-exact",
   }
 }
 
+TEST_CASE("a WAN policy set only on the master worker reaches every server",
+          "[cluster][wan][policy]") {
+  // Top-k at 100% with fp16 values, chosen by the master worker alone: the
+  // global servers apply it and the party servers fetch it (GET_RULE)
+  // before their first sum leaves; every round stays exact and the WAN
+  // carries half the bytes of a dense float32 run.
+  Topology t = Base(6, "5000,3,70000");
+  t.env["GEOPS_RULE"] = "sgd";
+  Outcome dense = RunExact(t, 4);
+  Outcome chosen = RunExact(t, 4, [](std::vector<ProcessSpec>& plan) {
+    for (auto& p : plan) {
+      if (p.name != "central.master_worker") continue;
+      p.env["GEOPS_WAN_TOPK"] = "100%";
+      p.env["GEOPS_WAN_DTYPE"] = "fp16";
+      p.env["MXNET_KVSTORE_SIZE_LOWER_BOUND"] = "1000";
+    }
+  });
+  const uint64_t d = dense.summary.bytes_by_tier["global"], c = chosen.summary.bytes_by_tier["global"];
+  INFO("global tier bytes: dense " << d << ", master's policy " << c);
+  REQUIRE(c < d * 0.55);
+  REQUIRE(c > d * 0.45);
+  bool told = false;
+  for (const auto& r : chosen.results) {
+    if (r.name == "A.server0") told = ReadFile(r.stderr_path).find("WAN policy from the master worker") != std::string::npos;
+  }
+  REQUIRE(told);
+}
+
 TEST_CASE("top-k 1% with fp16 values sends at least 20x fewer WAN bytes than dense float32",
           "[cluster][wan][policy][train]") {
   if (!HaveData()) return;

@@ -15,6 +15,7 @@
 #include "core/kv/kv_worker.h"
 #include "core/kv/partition.h"
 #include "roles/tier_setup.h"
+#include "roles/wan_policy.h"
 
 namespace geops::train {
 namespace {
@@ -85,7 +86,7 @@ class Learner {
         rule.rule = UpdateRule::kSgd;
         rule.learning_rate = o_.lr;
       }
-      if (auto s = kv_->Wait(kv_->SetRule(rule)); !s.ok()) return s;
+      if (auto s = kv_->Wait(kv_->SetRule(WithWanPolicy(rule, c_))); !s.ok()) return s;
       if (auto s = kv_->Wait(kv_->Init(keys_, InitParams(o_.model, o_.seed), layout)); !s.ok()) {
         return s;
       }

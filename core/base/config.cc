@@ -555,6 +555,11 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
   auto k2 = GetInt(env, "MXNET_KVSTORE_HFA_K2", 1, 1000000, c.hfa_k2, "");
   if (!k2.ok()) return k2.status();
   c.hfa_k2 = *k2;
+  for (const char* v : {"GEOPS_WAN_TOPK", "GEOPS_WAN_DTYPE", "GEOPS_WAN_SYNC", "GEOPS_WAN_STALENESS",
+                        "MXNET_KVSTORE_SIZE_LOWER_BOUND", "MXNET_KVSTORE_USE_HFA",
+                        "MXNET_KVSTORE_HFA_K2"}) {
+    c.wan_policy_given |= Get(env, v).has_value();
+  }
   if (c.hfa && c.wan_mixed) {
     return Bad("GEOPS_WAN_SYNC", "mixed",
                "sync with MXNET_KVSTORE_USE_HFA=1: HFA's global aggregations are synchronous");
@@ -715,6 +720,8 @@ WAN tier (see README "Cross-DC experiments")
                             than a round's bytes, or nothing waits to be
                             overtaken.
 
+  A master worker given any of the variables below sends that WAN policy to
+  every server with the update rule; it then overrides the servers' own.
   GEOPS_WAN_TOPK            top-k with error feedback on the WAN, both ways: a
                             party server sends this fraction of each float32
                             key (largest magnitudes, exact indices; 0.01%..100%,

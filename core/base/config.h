@@ -112,6 +112,9 @@ struct Config {
   bool hfa = false;
   int hfa_k1 = 20;
   int hfa_k2 = 10;
+  // Any of the WAN policy's variables was given: a master worker then
+  // sends the policy to every server with the rule (WithWanPolicy).
+  bool wan_policy_given = false;
   // Keys of at least this many elements are spread over all global servers
   // (MXNET_KVSTORE_BIGARRAY_BOUND, as in GeoMX/MXNet); 0: never.
   int64_t bigarray_bound = 1000000;

@@ -360,7 +360,8 @@ bool Tier::AcceptedAsNodeLocked(const Message& msg) {
       return true;
     case Command::kData:
     case Command::kSetRule:
-    case Command::kStats: {
+    case Command::kStats:
+    case Command::kGetRule: {
       if (!table_ready_) return true;  // checked again when replayed
       const NodeInfo* n = Find(h.sender);
       const bool request = h.flags & msgflag::kRequest;
@@ -484,7 +485,8 @@ void Tier::HandleAsNode(Message&& msg) {
     }
     case Command::kData:
     case Command::kSetRule:
-    case Command::kStats: {
+    case Command::kStats:
+    case Command::kGetRule: {
       {
         std::lock_guard<std::mutex> lock(mu_);
         if (!table_ready_) {

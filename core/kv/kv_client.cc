@@ -276,6 +276,10 @@ int KVClient::QueryStats(Completion done) {
   return ToEveryServer(Command::kStats, Buffer(), std::move(done));
 }
 
+int KVClient::QueryRule(Completion done) {
+  return ToEveryServer(Command::kGetRule, Buffer(), std::move(done));
+}
+
 int KVClient::ToEveryServer(Command command, Buffer body, Completion done) {
   std::vector<NodeInfo> servers = tier_.Members(TierRole::kServer);
   // Server ids stand in for keys: answers are placed by their sender.
@@ -352,7 +356,7 @@ void KVClient::OnMessage(Message&& msg) {
           "server %d answered request %d with %s", h.sender, h.timestamp,
           CommandName(h.command)));
     }
-  } else if (h.command == Command::kStats) {
+  } else if (h.command == Command::kStats || h.command == Command::kGetRule) {
     auto pos = std::lower_bound(p.keys.begin(), p.keys.end(), static_cast<Key>(h.sender));
     if (pos != p.keys.end() && *pos == static_cast<Key>(h.sender) && msg.segments.size() == 1) {
       p.values[pos - p.keys.begin()] = std::move(msg.segments[0]);

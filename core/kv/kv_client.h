@@ -77,6 +77,9 @@ class KVClient {
   // Asks every server of the tier for its counters: the completion gets
   // one text Buffer per server, in rank order (see KVServer::StatsHandler).
   int QueryStats(Completion done);
+  // Asks every server of the tier for its rule and WAN policy: one
+  // EncodeRule Buffer per server, in rank order.
+  int QueryRule(Completion done);
 
   // Prepares `buf` for zero-copy transfer (RDMA registration); a no-op on tcp.
   absl::Status Register(const Buffer& buf) { return tier_.transport().Register(buf); }

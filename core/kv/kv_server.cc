@@ -31,6 +31,10 @@ void KVServer::OnMessage(Message&& msg) {
     AnswerControl(h, rule.ok() ? rule_handler_(*rule) : rule.status(), Buffer());
     return;
   }
+  if (h.command == Command::kGetRule) {
+    AnswerControl(h, absl::OkStatus(), EncodeRule(rule_getter_ ? rule_getter_() : RuleSpec{}));
+    return;
+  }
   if (h.command == Command::kStats) {
     AnswerControl(h, absl::OkStatus(),
                   EncodeText(stats_handler_ ? stats_handler_() : tier_.StatsText()));

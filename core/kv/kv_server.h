@@ -44,6 +44,9 @@ class KVServer {
   KVServer(Tier& tier, Handler handler, RuleHandler rule_handler);
   // A process in two tiers answers with both tiers' counters.
   void set_stats_handler(StatsHandler h) { stats_handler_ = std::move(h); }
+  // Answers GET_RULE: the rule (and WAN policy) in force here.
+  using RuleGetter = std::function<RuleSpec()>;
+  void set_rule_getter(RuleGetter g) { rule_getter_ = std::move(g); }
 
   // Answers `req`; `values` holds one Buffer per key of a pull (views are
   // sent as they are, without copying), or is empty for a bare push ack.
@@ -60,6 +63,7 @@ class KVServer {
   Handler handler_;
   RuleHandler rule_handler_;
   StatsHandler stats_handler_;
+  RuleGetter rule_getter_;
 };
 
 }  // namespace geops

@@ -13,7 +13,8 @@ bool IsKnownCommand(uint16_t c) {
           c <= static_cast<uint16_t>(Command::kRegisterAck)) ||
          c == static_cast<uint16_t>(Command::kData) ||
          c == static_cast<uint16_t>(Command::kSetRule) ||
-         c == static_cast<uint16_t>(Command::kStats);
+         c == static_cast<uint16_t>(Command::kStats) ||
+         c == static_cast<uint16_t>(Command::kGetRule);
 }
 
 const char* CommandName(Command c) {
@@ -32,6 +33,7 @@ const char* CommandName(Command c) {
     case Command::kData: return "DATA";
     case Command::kSetRule: return "SET_RULE";
     case Command::kStats: return "STATS";
+    case Command::kGetRule: return "GET_RULE";
   }
   return "?";
 }

@@ -163,6 +163,13 @@ Buffer EncodeRule(const RuleSpec& r) {
   w.Pod<uint8_t>(static_cast<uint8_t>(r.rule));
   w.Pod<double>(r.learning_rate);
   w.Pod<uint32_t>(r.average_over);
+  w.Pod<uint8_t>(r.policy_set ? 1 : 0);
+  w.Pod<double>(r.wan_topk);
+  w.Pod<uint64_t>(r.wan_topk_min_elems);
+  w.Pod<uint8_t>(static_cast<uint8_t>(r.wan_dtype));
+  w.Pod<uint8_t>(r.wan_mixed ? 1 : 0);
+  w.Pod<uint32_t>(r.wan_staleness);
+  w.Pod<uint32_t>(r.hfa_k2);
   return w.Done();
 }
 
@@ -170,12 +177,22 @@ absl::StatusOr<RuleSpec> DecodeRule(const Buffer& b) {
   Reader r(b);
   uint8_t rule = 0;
   RuleSpec out;
+  uint8_t policy_set = 0, dtype = 0, mixed = 0;
   if (!r.Pod(&rule) || !r.Pod(&out.learning_rate) || !r.Pod(&out.average_over) ||
+      !r.Pod(&policy_set) || !r.Pod(&out.wan_topk) || !r.Pod(&out.wan_topk_min_elems) ||
+      !r.Pod(&dtype) || !r.Pod(&mixed) || !r.Pod(&out.wan_staleness) || !r.Pod(&out.hfa_k2) ||
       r.left() != 0 || rule > static_cast<uint8_t>(UpdateRule::kAverage) ||
-      !std::isfinite(out.learning_rate)) {
+      !std::isfinite(out.learning_rate) || policy_set > 1 || mixed > 1 ||
+      !(out.wan_topk >= 0 && out.wan_topk <= 1) ||
+      (dtype != static_cast<uint8_t>(DType::kNone) &&
+       dtype != static_cast<uint8_t>(DType::kFloat16) &&
+       dtype != static_cast<uint8_t>(DType::kBFloat16))) {
     return absl::DataLossError("malformed update rule");
   }
   out.rule = static_cast<UpdateRule>(rule);
+  out.policy_set = policy_set;
+  out.wan_dtype = static_cast<DType>(dtype);
+  out.wan_mixed = mixed;
   return out;
 }
 

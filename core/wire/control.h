@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/base/buffer.h"
+#include "core/wire/message.h"
 
 namespace geops {
 
@@ -79,6 +80,16 @@ struct RuleSpec {
   UpdateRule rule = UpdateRule::kSum;
   double learning_rate = 0;
   uint32_t average_over = 0;
+  // The WAN policy the master worker chose for the whole cluster: the
+  // global servers apply it and party servers fetch it (GET_RULE) before
+  // their first sum leaves. Unset: every server keeps its own variables.
+  bool policy_set = false;
+  double wan_topk = 0;                  // GEOPS_WAN_TOPK, 0: dense
+  uint64_t wan_topk_min_elems = 200000; // MXNET_KVSTORE_SIZE_LOWER_BOUND
+  DType wan_dtype = DType::kNone;       // GEOPS_WAN_DTYPE: kNone, kFloat16, kBFloat16
+  bool wan_mixed = false;               // GEOPS_WAN_SYNC=mixed
+  uint32_t wan_staleness = 2;           // GEOPS_WAN_STALENESS
+  uint32_t hfa_k2 = 0;                  // MXNET_KVSTORE_USE_HFA=1: K2; 0: off
 };
 Buffer EncodeRule(const RuleSpec& r);
 absl::StatusOr<RuleSpec> DecodeRule(const Buffer& b);

@@ -35,6 +35,9 @@ enum class Command : uint16_t {
   // worker -> its servers: their transport counters (a text of key=value
   // pairs), so a benchmark measures what crossed each link per round.
   kStats = 34,
+  // party server -> global servers: the rule and the WAN policy the master
+  // worker set (a RuleSpec body).
+  kGetRule = 35,
 };
 bool IsKnownCommand(uint16_t c);
 const char* CommandName(Command c);
