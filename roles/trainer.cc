@@ -39,27 +39,11 @@ class Trainer {
   Trainer(const Config& c, const TrainerOptions& o) : c_(c), o_(o) {}
 
   absl::Status Run() {
-    TierOptions to = MakeTierOptions(c_, false, TierRole::kWorker);
-    to.self.master = c_.master_worker;
-    auto t = Tier::Create(to);
-    if (!t.ok()) return t.status();
-    tier_ = std::move(*t);
-    kv_ = std::make_unique<KVWorker<T>>(*tier_);
-    if (auto s = tier_->Start(); !s.ok()) return s;
-    // The scheduler decided who trains, for the whole tier at once (see
-    // DMLC_ENABLE_CENTRAL_WORKER); every worker reads the same answer.
-    const NodeInfo* me = tier_->Find(tier_->my_id());
-    absl::Status s = Train(me != nullptr && me->trains);
-    if (s.ok()) {
-      s = tier_->Finalize();
-    } else if (tier_->health().ok()) {
-      tier_->Abort(absl::StrFormat("worker rank %d: %s", tier_->my_rank(), s.message()));
-    }
-    PrintTierStats(c_, *tier_);
-    // The tier first: its receive thread calls into the worker until joined.
-    tier_.reset();
-    kv_.reset();
-    return s;
+    return RunWorker<T>(c_, [this](Tier& tier, KVWorker<T>& kv, bool trains) {
+      tier_ = &tier;
+      kv_ = &kv;
+      return Train(trains);
+    });
   }
 
  private:
@@ -266,9 +250,9 @@ class Trainer {
 
   const Config& c_;
   const TrainerOptions& o_;
-  // Destroyed in reverse: the tier (and its receive thread) before the worker.
-  std::unique_ptr<KVWorker<T>> kv_;
-  std::unique_ptr<Tier> tier_;
+  // RunWorker's, while Train runs.
+  KVWorker<T>* kv_ = nullptr;
+  Tier* tier_ = nullptr;
   std::vector<Key> keys_;
   size_t bytes_per_round_ = 0;
   uint64_t checked_ = 0;

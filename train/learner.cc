@@ -49,25 +49,13 @@ class Learner {
   Learner(const Config& c, const LearnOptions& o) : c_(c), o_(o) {}
 
   absl::Status Run() {
-    TierOptions to = MakeTierOptions(c_, false, TierRole::kWorker);
-    to.self.master = c_.master_worker;
-    auto t = Tier::Create(to);
-    if (!t.ok()) return t.status();
-    tier_ = std::move(*t);
-    kv_ = std::make_unique<KVWorker<float>>(*tier_);
-    if (auto s = tier_->Start(); !s.ok()) return s;
-    const NodeInfo* me = tier_->Find(tier_->my_id());
-    absl::Status s = Train(me != nullptr && me->trains);
-    if (s.ok()) {
-      s = tier_->Finalize();
-    } else if (tier_->health().ok()) {
-      tier_->Abort(absl::StrFormat("worker rank %d: %s", tier_->my_rank(), s.message()));
-    }
-    PrintTierStats(c_, *tier_);
-    tier_.reset();
-    kv_.reset();
-    return s;
+    return RunWorker<float>(c_, [this](Tier& tier, KVWorker<float>& kv, bool trains) {
+      tier_ = &tier;
+      kv_ = &kv;
+      return Train(trains);
+    });
   }
+
 
  private:
   absl::Status Train(bool trains) {
@@ -205,8 +193,8 @@ class Learner {
 
   const Config& c_;
   const LearnOptions& o_;
-  std::unique_ptr<KVWorker<float>> kv_;
-  std::unique_ptr<Tier> tier_;
+  KVWorker<float>* kv_ = nullptr;  // RunWorker's, while Train runs
+  Tier* tier_ = nullptr;
   std::vector<Key> keys_;
   std::vector<Buffer> got_;
   double accuracy_ = 0;
