@@ -26,7 +26,8 @@
 # MSL_SLOW_RATE [2mbit], MSL_DELAY [10ms], MSL_EPOCHS [6], MSL_MIXED_EPOCHS
 # [MSL_EPOCHS], MSL_TRAIN_EXAMPLES [3200], MSL_TEST_EXAMPLES [2000], MSL_LR
 # [0.2], MSL_STALENESS ["100000 50"], MSL_RUN_TIMEOUT [600 s per run],
-# MSL_MEASURE_SECONDS [3; 0: RTTs only].
+# MSL_MEASURE_SECONDS [3; 0: RTTs only], MSL_LR_DECAY [0: the same constant
+# rate for every step of both modes, whatever their epoch counts].
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 die() { echo "mixed-sync-lab: error: $*" >&2; exit 1; }
@@ -64,7 +65,7 @@ if [ "${1:-}" != --inside ]; then
   export MSL_MIXED_EPOCHS=${MSL_MIXED_EPOCHS:-$MSL_EPOCHS}
   export MSL_TRAIN_EXAMPLES=${MSL_TRAIN_EXAMPLES:-3200} MSL_TEST_EXAMPLES=${MSL_TEST_EXAMPLES:-2000}
   export MSL_LR=${MSL_LR:-0.2} MSL_STALENESS=${MSL_STALENESS:-100000 50}
-  export MSL_RUN_TIMEOUT=${MSL_RUN_TIMEOUT:-600}
+  export MSL_RUN_TIMEOUT=${MSL_RUN_TIMEOUT:-600} MSL_LR_DECAY=${MSL_LR_DECAY:-0}
   measure=${MSL_MEASURE_SECONDS:-3}
 
   # The binaries of this experiment, copied: every run uses the same ones even
@@ -195,6 +196,7 @@ run() {  # TAG MODE STALENESS REPEAT EPOCHS [--env NAME=VALUE ...]
   local log=$out/runs/$tag.out rc=0 t0=$SECONDS
   "$bin/geops-launch" --train softmax --epochs "$ep" --lr "$MSL_LR" --party-hosts "$hosts" \
     --env GEOPS_TRAIN_EXAMPLES="$MSL_TRAIN_EXAMPLES" --env GEOPS_TEST_EXAMPLES="$MSL_TEST_EXAMPLES" \
+    --env GEOPS_LR_DECAY="$MSL_LR_DECAY" \
     --heartbeat-timeout 60 --env GEOPS_GLOBAL_HEARTBEAT_TIMEOUT=120 \
     --timeout "$MSL_RUN_TIMEOUT" --log-dir "$out/runs/$tag" "$@" > "$log" 2>&1 || rc=$?
   local wall=$((SECONDS - t0))

@@ -199,10 +199,7 @@ void Aggregator::HandleLocked(KVRequest&& req) {
       via->RespondError(req, "a push must be for round 1 or later (round 0 is the initial value)");
       return;
     }
-    // Who pushed: the same node id can exist in both tiers of a global server.
-    const uint64_t contributor =
-        (static_cast<uint64_t>(via->tier().name() == "global" ? 2 : 1) << 32) |
-        static_cast<uint32_t>(req.sender);
+    const uint64_t contributor = ContributorOf(req);
     if (counts && top() && wan_.mixed) {
       ApplyMixed(req, table, contributor);
       if (req.keys.empty()) return;  // answered with an error
@@ -269,7 +266,44 @@ void Aggregator::HandleLocked(KVRequest&& req) {
   if (parked->outstanding == 0) Reply(*parked);
 }
 
+uint64_t Aggregator::ContributorOf(const KVRequest& req) {
+  // Who pushed: the same node id can exist in both tiers of a global server.
+  return (static_cast<uint64_t>(req.via->tier().name() == "global" ? 2 : 1) << 32) |
+         static_cast<uint32_t>(req.sender);
+}
+
+Buffer Aggregator::MixedDown(uint64_t who, Key key, const Buffer& now, bool sparse) {
+  Buffer& last = mixed_sent_[{who, key}];
+  if (!sparse || last.size() != now.size()) {
+    // The whole value (the round-0 fetch, or a first answer): the party
+    // holds exactly `now` afterwards.
+    last = now;
+    return sparse ? EncodeDense(now, ContainerDType(), false) : now;
+  }
+  Buffer change = Buffer::CopyOf(now.data(), now.size());
+  Subtract(DType::kFloat32, change, last);
+  last = now;
+  auto ef = mixed_down_ef_.try_emplace(who, wan_.topk, ContainerDType()).first;
+  return ef->second.Compress(key, change, /*accumulate=*/true);
+}
+
 void Aggregator::Reply(Parked& p) {
+  if (top() && wan_.mixed && wan_.topk > 0 && p.req.via->tier().name() == "global" &&
+      p.dtype == DType::kFloat32 && p.reply_as == DType::kNone) {
+    // MixedSync: what this party holds is its own (see mixed_sent_).
+    const uint64_t who = ContributorOf(p.req);
+    std::vector<Buffer> out;
+    for (size_t i = 0; i < p.values.size(); ++i) {
+      const bool compress = p.reply_sparse && Compressible(p.dtype, p.values[i].size());
+      if (compress || !p.reply_sparse) {
+        out.push_back(MixedDown(who, p.req.keys[i], p.values[i], compress));
+      } else {
+        out.push_back(EncodeDense(p.values[i], ContainerDType(), false));
+      }
+    }
+    p.req.via->Respond(p.req, std::move(out), p.dtype);
+    return;
+  }
   if (p.reply_sparse) {
     // The container of this very result when it was compressed, else the
     // whole value (round 0, small keys).
@@ -449,7 +483,6 @@ void Aggregator::ApplyMixed(KVRequest& req, AggregationTable& table, uint64_t co
     // Versions count applications, so every one is a new published value.
     const uint64_t version = weights->round + 1;
     const bool slice = req.flags & msgflag::kSlice;
-    if (!slice && Compressible(req.dtype, next.size())) CompressDown(key, req.dtype, next);
     Publish(key, version, req.dtype, std::move(next), slice);
   }
   uint64_t& latest = contributor_round_[contributor];

@@ -224,6 +224,15 @@ class Aggregator {
   // MixedSync: the latest round applied per (key, contributor), the
   // latest round per contributor, and pulls waiting for the slowest.
   std::map<std::pair<Key, uint64_t>, uint64_t> mixed_applied_;
+  // MixedSync with top-k down: parties pull at their own pace and would
+  // miss each other's changes in a shared stream, so each party gets its
+  // own: the weights it was last answered with per key, and its own error
+  // feedback of the increments since.
+  std::map<std::pair<uint64_t, Key>, Buffer> mixed_sent_;
+  std::map<uint64_t, ErrorFeedback> mixed_down_ef_;
+  // The container for `who`'s pull of `key` with the weights `now`.
+  Buffer MixedDown(uint64_t who, Key key, const Buffer& now, bool sparse);
+  static uint64_t ContributorOf(const KVRequest& req);
   std::map<uint64_t, uint64_t> contributor_round_;
   int expected_ = 0;
   std::vector<std::shared_ptr<Parked>> stale_;
