@@ -121,7 +121,7 @@ class Aggregator {
   bool DecodeRequest(KVRequest& req, AggregationTable& table);
   // What a top server sends down for a key's new result (top-k of the
   // change since the last one, for rules that keep state), kept until the
-  // next result; `previous` is the result before this one.
+  // next result.
   void CompressDown(Key key, DType dtype, const Buffer& result);
   bool Compressible(DType dtype, size_t bytes) const {
     return wan_.topk > 0 && dtype == DType::kFloat32 &&

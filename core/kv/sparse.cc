@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "absl/strings/str_format.h"
+#include "core/kv/dtype_ops.h"
 #include "core/kv/half.h"
 
 namespace geops {
@@ -19,17 +20,6 @@ constexpr uint8_t kBitAccumulate = 1;
 size_t ValueBytes(DType d) { return d == DType::kFloat32 ? 4 : 2; }
 size_t IndexBytes(uint64_t elements) { return elements <= (uint64_t{1} << 32) ? 4 : 8; }
 
-template <typename T>
-void Put(std::byte* at, T v) {
-  std::memcpy(at, &v, sizeof(T));
-}
-template <typename T>
-T Get(const std::byte* at) {
-  T v;
-  std::memcpy(&v, at, sizeof(T));
-  return v;
-}
-
 // One float32 as `d` on the wire, and what the receiver reads back.
 uint16_t Narrow16(DType d, float v) {
   return d == DType::kFloat16 ? FloatToHalf(v) : FloatToBFloat16(v);
@@ -38,24 +28,24 @@ float Widen16(DType d, uint16_t h) {
   return d == DType::kFloat16 ? HalfToFloat(h) : BFloat16ToFloat(h);
 }
 void PutValue(std::byte* at, DType d, float v) {
-  if (d == DType::kFloat32) Put<float>(at, v);
-  else Put<uint16_t>(at, Narrow16(d, v));
+  if (d == DType::kFloat32) StoreAt<float>(at, 0, v);
+  else StoreAt<uint16_t>(at, 0, Narrow16(d, v));
 }
 float GetValue(const std::byte* at, DType d) {
-  return d == DType::kFloat32 ? Get<float>(at) : Widen16(d, Get<uint16_t>(at));
+  return d == DType::kFloat32 ? LoadAt<float>(at, 0) : Widen16(d, LoadAt<uint16_t>(at, 0));
 }
 
 Buffer NewContainer(size_t bytes, uint8_t form, DType d, bool accumulate, uint64_t elements,
               uint64_t entries) {
   Buffer b = Buffer::Allocate(bytes);
   std::byte* p = b.data();
-  Put<uint32_t>(p, kMagic);
-  Put<uint8_t>(p + 4, kVersion);
-  Put<uint8_t>(p + 5, form);
-  Put<uint8_t>(p + 6, static_cast<uint8_t>(d));
-  Put<uint8_t>(p + 7, accumulate ? kBitAccumulate : 0);
-  Put<uint64_t>(p + 8, elements);
-  Put<uint64_t>(p + 16, entries);
+  StoreAt<uint32_t>(p, 0, kMagic);
+  StoreAt<uint8_t>(p + 4, 0, kVersion);
+  StoreAt<uint8_t>(p + 5, 0, form);
+  StoreAt<uint8_t>(p + 6, 0, static_cast<uint8_t>(d));
+  StoreAt<uint8_t>(p + 7, 0, accumulate ? kBitAccumulate : 0);
+  StoreAt<uint64_t>(p + 8, 0, elements);
+  StoreAt<uint64_t>(p + 16, 0, entries);
   return b;
 }
 
@@ -77,20 +67,20 @@ Buffer EncodeDense(const Buffer& f32, DType value_dtype, bool accumulate) {
   const size_t vb = ValueBytes(value_dtype);
   Buffer b = NewContainer(kSparseHeaderBytes + n * vb, kFormDense, value_dtype, accumulate, n, n);
   std::byte* out = b.data() + kSparseHeaderBytes;
-  for (uint64_t i = 0; i < n; ++i) PutValue(out + i * vb, value_dtype, Get<float>(f32.data() + 4 * i));
+  for (uint64_t i = 0; i < n; ++i) PutValue(out + i * vb, value_dtype, LoadAt<float>(f32.data() + 4 * i, 0));
   return b;
 }
 
 absl::StatusOr<SparseInfo> InspectSparse(const Buffer& wire) {
   if (wire.size() < kSparseHeaderBytes) return Malformed("shorter than its header");
   const std::byte* p = wire.data();
-  if (Get<uint32_t>(p) != kMagic) return Malformed("bad magic");
-  if (Get<uint8_t>(p + 4) != kVersion) {
-    return Malformed(absl::StrFormat("version %d (this geops reads 1)", Get<uint8_t>(p + 4)));
+  if (LoadAt<uint32_t>(p, 0) != kMagic) return Malformed("bad magic");
+  if (LoadAt<uint8_t>(p + 4, 0) != kVersion) {
+    return Malformed(absl::StrFormat("version %d (this geops reads 1)", LoadAt<uint8_t>(p + 4, 0)));
   }
-  const uint8_t form = Get<uint8_t>(p + 5);
-  const uint8_t d = Get<uint8_t>(p + 6);
-  const uint8_t bits = Get<uint8_t>(p + 7);
+  const uint8_t form = LoadAt<uint8_t>(p + 5, 0);
+  const uint8_t d = LoadAt<uint8_t>(p + 6, 0);
+  const uint8_t bits = LoadAt<uint8_t>(p + 7, 0);
   if (form != kFormDense && form != kFormTopK) return Malformed(absl::StrFormat("form %d", form));
   if (d != static_cast<uint8_t>(DType::kFloat32) && d != static_cast<uint8_t>(DType::kFloat16) &&
       d != static_cast<uint8_t>(DType::kBFloat16)) {
@@ -101,8 +91,8 @@ absl::StatusOr<SparseInfo> InspectSparse(const Buffer& wire) {
   info.topk = form == kFormTopK;
   info.accumulate = bits & kBitAccumulate;
   info.value_dtype = static_cast<DType>(d);
-  info.elements = Get<uint64_t>(p + 8);
-  info.entries = Get<uint64_t>(p + 16);
+  info.elements = LoadAt<uint64_t>(p + 8, 0);
+  info.entries = LoadAt<uint64_t>(p + 16, 0);
   const size_t per = ValueBytes(info.value_dtype) + (info.topk ? IndexBytes(info.elements) : 0);
   const size_t body = wire.size() - kSparseHeaderBytes;
   // Compared by division first: a hostile count must not overflow a product.
@@ -132,8 +122,8 @@ absl::Status DecodeSparse(const Buffer& wire, const Buffer& dense) {
     }
     for (uint64_t i = 0; i < n; ++i) {
       float v = GetValue(body + i * vb, info->value_dtype);
-      if (info->accumulate) v += Get<float>(out + 4 * i);
-      Put<float>(out + 4 * i, v);
+      if (info->accumulate) v += LoadAt<float>(out + 4 * i, 0);
+      StoreAt<float>(out + 4 * i, 0, v);
     }
     return absl::OkStatus();
   }
@@ -141,7 +131,7 @@ absl::Status DecodeSparse(const Buffer& wire, const Buffer& dense) {
   const size_t ib = IndexBytes(n);
   const uint64_t m = info->entries;
   auto index = [&](uint64_t j) {
-    return ib == 4 ? uint64_t{Get<uint32_t>(body + j * 4)} : Get<uint64_t>(body + j * 8);
+    return ib == 4 ? uint64_t{LoadAt<uint32_t>(body + j * 4, 0)} : LoadAt<uint64_t>(body + j * 8, 0);
   };
   for (uint64_t j = 0; j < m; ++j) {
     const uint64_t at = index(j);
@@ -154,8 +144,8 @@ absl::Status DecodeSparse(const Buffer& wire, const Buffer& dense) {
   for (uint64_t j = 0; j < m; ++j) {
     const uint64_t at = index(j);
     float v = GetValue(values + j * vb, info->value_dtype);
-    if (info->accumulate) v += Get<float>(out + 4 * at);
-    Put<float>(out + 4 * at, v);
+    if (info->accumulate) v += LoadAt<float>(out + 4 * at, 0);
+    StoreAt<float>(out + 4 * at, 0, v);
   }
   return absl::OkStatus();
 }
@@ -180,11 +170,11 @@ Buffer ErrorFeedback::Compress(Key key, const Buffer& f32, bool accumulate) {
   // Writes entry j (value r[i]) and keeps what the receiver will not read.
   auto emit = [&](std::byte* at, uint64_t i) {
     if (vd == DType::kFloat32) {
-      Put<float>(at, r[i]);
+      StoreAt<float>(at, 0, r[i]);
       r[i] = 0;
     } else {
       const uint16_t h = Narrow16(vd, r[i]);
-      Put<uint16_t>(at, h);
+      StoreAt<uint16_t>(at, 0, h);
       r[i] -= Widen16(vd, h);
     }
   };
@@ -192,7 +182,7 @@ Buffer ErrorFeedback::Compress(Key key, const Buffer& f32, bool accumulate) {
   if (k == n) {
     // r becomes what is to be sent: this value plus what earlier rounds kept.
     for (uint64_t i = 0; i < n; ++i) {
-      r[i] += Get<float>(in + 4 * i);
+      r[i] += LoadAt<float>(in + 4 * i, 0);
       if (overflows(r[i])) vd = DType::kFloat32;
     }
     const size_t vb = ValueBytes(vd);
@@ -231,7 +221,7 @@ Buffer ErrorFeedback::Compress(Key key, const Buffer& f32, bool accumulate) {
     const uint64_t stride = n / sample;
     for (uint64_t j = 0; j < sample; ++j) {
       const uint64_t i = j * stride;
-      m[j] = mag(r[i] + Get<float>(in + 4 * i));
+      m[j] = mag(r[i] + LoadAt<float>(in + 4 * i, 0));
     }
     const uint64_t q = std::min<uint64_t>(sample - 1, (2 * k * sample + n - 1) / n);
     std::nth_element(m.begin(), m.begin() + static_cast<ptrdiff_t>(q), m.end(), std::greater<float>());
@@ -240,7 +230,7 @@ Buffer ErrorFeedback::Compress(Key key, const Buffer& f32, bool accumulate) {
   std::vector<uint64_t> cand;
   cand.reserve(std::min<uint64_t>(n, 4 * k + 64));
   for (uint64_t i = 0; i < n; ++i) {
-    r[i] += Get<float>(in + 4 * i);
+    r[i] += LoadAt<float>(in + 4 * i, 0);
     if (mag(r[i]) >= estimate) cand.push_back(i);
   }
   if (cand.size() < k) {
@@ -275,8 +265,8 @@ Buffer ErrorFeedback::Compress(Key key, const Buffer& f32, bool accumulate) {
   std::byte* val = idx + k * ib;
   for (uint64_t j = 0; j < k; ++j) {
     const uint64_t i = pick[j];
-    if (ib == 4) Put<uint32_t>(idx + j * 4, static_cast<uint32_t>(i));
-    else Put<uint64_t>(idx + j * 8, i);
+    if (ib == 4) StoreAt<uint32_t>(idx + j * 4, 0, static_cast<uint32_t>(i));
+    else StoreAt<uint64_t>(idx + j * 8, 0, i);
     emit(val + j * vb, i);
   }
   return b;
