@@ -84,6 +84,7 @@ struct Row {
   uint64_t value_bytes = 0;
   double gbps = 0, p50 = 0, p99 = 0, seconds = 0;
   uint64_t copied = 0;
+  double faults_per_mib = 0;
 };
 
 std::vector<Row> ParseRows(const std::string& stdout_text) {
@@ -105,7 +106,8 @@ std::vector<Row> ParseRows(const std::string& stdout_text) {
               absl::SimpleAtod(kv["gbps"], &r.gbps) && absl::SimpleAtod(kv["p50_us"], &r.p50) &&
               absl::SimpleAtod(kv["p99_us"], &r.p99) &&
               absl::SimpleAtod(kv["seconds"], &r.seconds) &&
-              absl::SimpleAtoi(kv["copied_bytes"], &r.copied);
+              absl::SimpleAtoi(kv["copied_bytes"], &r.copied) &&
+              absl::SimpleAtod(kv["faults_per_mib"], &r.faults_per_mib);
     if (ok) rows.push_back(r);
   }
   return rows;
@@ -184,6 +186,7 @@ absl::Status RunKvCluster(const KvCluster& c, const KvWorkload& w) {
       sum.gbps += r.gbps;
       sum.p50 = std::max(sum.p50, r.p50);
       sum.p99 = std::max(sum.p99, r.p99);
+      sum.faults_per_mib = std::max(sum.faults_per_mib, r.faults_per_mib);
       copied = std::max(copied, r.copied);
     }
     std::printf("value_bytes=%-7s %d/%d workers: %8.3f Gbit/s  per-op p50 %9.1f us  p99 %9.1f us\n",
@@ -199,12 +202,12 @@ absl::Status RunKvCluster(const KvCluster& c, const KvWorkload& w) {
   const bool curve = std::getenv(c.rdma || !c.geomx ? "GEOPS_LOCAL_KEYFILE" : "GEOPS_GLOBAL_KEYFILE");
   std::printf("geops-bench-kv van=%s curve=%d topology=%s workers=%d servers=%d mode=%s "
               "keys_per_server=%d value_bytes=%llu goodput_gbps=%.4f p50_us=%.1f p99_us=%.1f "
-              "copied_bytes=%llu processes_failed=%d results=%s\n",
+              "copied_bytes=%llu faults_per_mib=%.2f processes_failed=%d results=%s\n",
               c.rdma ? "rdma" : "tcp", curve ? 1 : 0, c.geomx ? "geomx" : "single", trainers,
               servers,
               KvModeName(w.mode), w.keys_per_server,
               static_cast<unsigned long long>(report.value_bytes), report.gbps, report.p50,
-              report.p99, static_cast<unsigned long long>(copied), failed,
+              report.p99, static_cast<unsigned long long>(copied), report.faults_per_mib, failed,
               absl::StrJoin(per_size, ",").c_str());
   std::fflush(stdout);
   if (failed > 0) return absl::InternalError(absl::StrCat(failed, " processes failed"));

@@ -30,7 +30,7 @@ tier: a scheduler, M geops servers, N bench workers, worker 0 the master
 worker) or --geomx (deploy::Plan's two-tier topology with bench workers) the
 whole cluster runs on this machine and the run ends with one line:
   geops-bench-kv van=.. topology=.. workers=.. servers=.. mode=.. keys_per_server=..
-    value_bytes=.. goodput_gbps=.. p50_us=.. p99_us=.. copied_bytes=..
+    value_bytes=.. goodput_gbps=.. p50_us=.. p99_us=.. copied_bytes=.. faults_per_mib=..
     processes_failed=.. results=VALUE_BYTES:GBPS:P50:P99,...
 (goodput summed over workers, latency of the worst worker).
 

@@ -2,8 +2,10 @@
 #include <cstring>
 
 #include "core/base/buffer.h"
+#include "core/base/buffer_pool.h"
 
 using geops::Buffer;
+using geops::BufferPool;
 
 TEST_CASE("Buffer::Wrap views caller memory without copying and releases once") {
   int released = 0;
@@ -61,4 +63,52 @@ TEST_CASE("Buffer::Whole recovers the owner's full range from a slice") {
   REQUIRE(w.data() == b.data());
   REQUIRE(w.size() == 100);
   REQUIRE(Buffer().Whole().empty());
+}
+
+TEST_CASE("BufferPool recycles slots of a size class and bounds what it keeps") {
+  // Classes waste at most a quarter, and are whole pages.
+  for (size_t size : {size_t{1}, size_t{4097}, size_t{65536}, size_t{100000}, size_t{1} << 20,
+                      (size_t{1} << 20) + 1, size_t{3} << 22}) {
+    const size_t cls = BufferPool::ClassSize(size);
+    REQUIRE(cls >= size);
+    REQUIRE(cls % 4096 == 0);
+    if (size > 4096) REQUIRE(cls <= size + size / 4 + 4096);
+  }
+  BufferPool pool(/*min_idle_bytes=*/size_t{4} << 20, /*max_idle_bytes=*/size_t{8} << 20);
+  const std::byte* first;
+  {
+    Buffer a = pool.Get(1 << 20);
+    REQUIRE(a.size() == 1 << 20);
+    REQUIRE(a.aligned_for<double>());
+    std::memset(a.data(), 1, a.size());
+    first = a.data();
+    REQUIRE(pool.stats().in_use_bytes == 1 << 20);
+  }
+  REQUIRE(pool.stats().idle_bytes == 1 << 20);
+  {
+    // Same class (1 MiB + 1 rounds to 1.25 MiB, another class): a miss.
+    Buffer other = pool.Get((1 << 20) + 1);
+    REQUIRE(other.data() != first);
+    Buffer again = pool.Get(1000000);  // rounds to the 1 MiB class
+    REQUIRE(again.data() == first);
+  }
+  auto st = pool.stats();
+  REQUIRE(st.hits == 1);
+  REQUIRE(st.misses == 2);
+  REQUIRE(st.in_use_bytes == 0);
+
+  // Twelve MiB lent at once: the working set raises the idle bound, up to
+  // max_idle_bytes (8 MiB); the rest goes back to the C library.
+  {
+    std::vector<Buffer> many;
+    for (int i = 0; i < 12; ++i) many.push_back(pool.Get(1 << 20));
+  }
+  st = pool.stats();
+  REQUIRE(st.idle_bytes <= size_t{8} << 20);
+  REQUIRE(st.freed >= 4);
+
+  // A slot may outlive its pool.
+  Buffer survivor = pool.Get(4096);
+  { BufferPool doomed; survivor = doomed.Get(64 << 10); }
+  std::memset(survivor.data(), 2, survivor.size());
 }

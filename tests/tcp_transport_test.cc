@@ -28,7 +28,7 @@ Message Big(size_t bytes, Buffer payload) {
 
 }  // namespace
 
-TEST_CASE("tcp moves a 16 MiB segment intact without user-space copies") {
+TEST_CASE("tcp sends a 16 MiB segment in place and lands it in recycled receive memory") {
   TcpTransport a, b;
   auto port = b.Listen("127.0.0.1", 0);
   REQUIRE(port.ok());
@@ -53,13 +53,75 @@ TEST_CASE("tcp moves a 16 MiB segment intact without user-space copies") {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   REQUIRE(released.load() == 1);
+  REQUIRE(a.stats().bytes_copied == 0);
   REQUIRE(b.stats().bytes_received >= n);
-  // The receiver lent us the frame itself: its bytes stay accounted to the
-  // transport exactly as long as our Buffer lives (a copy would have freed
-  // the frame at once).
+  // The value was moved out of ZeroMQ's frame once, into a pool slot, and
+  // the frame freed at once: of ZeroMQ's frames only the keys are lent.
+  REQUIRE(b.stats().bytes_staged == n);
+  REQUIRE(b.stats().bytes_copied == 0);
+  REQUIRE(b.receive_bytes_lent() == sizeof(Key));
+  REQUIRE(b.receive_pool().stats().misses == 1);
+  const std::byte* slot = got->segments[1].data();
+
+  // The next value of that size lands in the same, already faulted-in slot.
+  got = absl::CancelledError("dropped");
+  REQUIRE(b.receive_pool().stats().idle_bytes >= n);
+  REQUIRE(a.Send(Big(n, Buffer::CopyOf(src.data(), n))).ok());
+  got = b.Receive(absl::Seconds(20));
+  REQUIRE(got.ok());
+  REQUIRE(got->segments[1].data() == slot);
+  REQUIRE(std::memcmp(got->segments[1].data(), src.data(), n) == 0);
+  REQUIRE(b.receive_pool().stats().hits == 1);
+  REQUIRE(b.receive_pool().stats().misses == 1);
+}
+
+TEST_CASE("tcp lends small frames without a copy") {
+  TcpTransport a, b;
+  auto port = b.Listen("127.0.0.1", 0);
+  REQUIRE(port.ok());
+  REQUIRE(a.Connect(2, "127.0.0.1", *port).ok());
+  const size_t n = 4096;
+  std::vector<uint8_t> src(n, 0x5a);
+  REQUIRE(a.Send(Big(n, Buffer::CopyOf(src.data(), n))).ok());
+  auto got = b.Receive(absl::Seconds(20));
+  REQUIRE(got.ok());
+  REQUIRE(std::memcmp(got->segments[1].data(), src.data(), n) == 0);
+  REQUIRE(b.stats().bytes_staged == 0);
+  // The frame itself is lent, exactly as long as our Buffer lives.
   REQUIRE(b.receive_bytes_lent() >= static_cast<int64_t>(n));
   got = absl::CancelledError("dropped");
   REQUIRE(b.receive_bytes_lent() == 0);
+}
+
+TEST_CASE("tcp lands announced values in the caller's buffers") {
+  TcpTransport a, b;
+  auto port = b.Listen("127.0.0.1", 0);
+  REQUIRE(port.ok());
+  REQUIRE(a.Connect(2, "127.0.0.1", *port).ok());
+  const size_t n = 1 << 20;
+  std::vector<uint8_t> src(n);
+  for (size_t i = 0; i < n; ++i) src[i] = static_cast<uint8_t>(i * 13 + 1);
+  auto send = [&](int ts, size_t bytes) {
+    Message m = Big(bytes, Buffer::CopyOf(src.data(), bytes));
+    m.header.sender = 1;
+    m.header.timestamp = ts;
+    REQUIRE(a.Send(m).ok());
+    auto got = b.Receive(absl::Seconds(20));
+    REQUIRE(got.ok());
+    REQUIRE(std::memcmp(got->segments[1].data(), src.data(), bytes) == 0);
+    return got->segments[1];
+  };
+  Buffer dest = Buffer::Allocate(n);
+  REQUIRE(b.ExpectInto(1, 7, {dest}));
+  // Another timestamp, or another sender, does not use the announcement.
+  REQUIRE(send(8, n).data() != dest.data());
+  REQUIRE(send(7, n).data() == dest.data());
+  REQUIRE(std::memcmp(dest.data(), src.data(), n) == 0);
+  // An announcement is used once; a value of another size never lands in it.
+  REQUIRE(send(7, n).data() != dest.data());
+  REQUIRE(b.ExpectInto(1, 9, {dest}));
+  REQUIRE(send(9, n / 2).data() != dest.data());
+  REQUIRE(b.stats().bytes_staged == 3 * n + n / 2);
 }
 
 TEST_CASE("tcp refuses to send, and cuts peers that announce, frames above the bound") {

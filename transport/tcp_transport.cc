@@ -1,9 +1,11 @@
 #include "transport/tcp_transport.h"
 
+#include <malloc.h>
 #include <zmq.h>
 
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <random>
 #include <vector>
 
@@ -66,6 +68,26 @@ std::string RandomRoutingId() {
   return id;
 }
 
+// ZeroMQ stages every large received frame in a block of its own from
+// malloc; we move the value out and free the block at once (see Settle).
+// With the C library's defaults that free is where the faults come from:
+// two free 4 MiB blocks at the top of ZeroMQ's thread arena exceed the
+// dynamic trim threshold, the arena hands the pages back (MADV_DONTNEED),
+// and the next frame faults them in again, zero-filled, 256 times per MiB.
+// So, once per process, blocks up to 32 MiB (the largest mmap threshold
+// the C library allows) come from the arenas, and free memory at their top
+// is kept up to 256 MiB. A user who tunes malloc through GLIBC_TUNABLES
+// keeps their settings.
+void KeepStagingMemoryWarm() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const char* tunables = std::getenv("GLIBC_TUNABLES");
+    if (tunables != nullptr && std::strstr(tunables, "glibc.malloc.") != nullptr) return;
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
+  });
+}
+
 }  // namespace
 
 void TcpTransport::ContextDeleter::operator()(void* ctx) const { zmq_ctx_term(ctx); }
@@ -79,6 +101,7 @@ void TcpTransport::SocketDeleter::operator()(void* sock) const {
 
 TcpTransport::TcpTransport(size_t max_message_bytes)
     : max_message_bytes_(max_message_bytes), context_(zmq_ctx_new()) {
+  KeepStagingMemoryWarm();
   // Pending frames hold application Buffers; let teardown flush them briefly
   // rather than drop the final EXIT of an orderly shutdown.
   zmq_ctx_set(context_.get(), ZMQ_MAX_SOCKETS, 65536);
@@ -374,7 +397,52 @@ absl::StatusOr<Message> TcpTransport::ReadMessage() {
   if (frames.empty()) return absl::DataLossError("malformed message: no header frame");
   Buffer header = std::move(frames.front());
   frames.erase(frames.begin());
-  return wire::Decode({header.data(), header.size()}, std::move(frames));
+  auto msg = wire::Decode({header.data(), header.size()}, std::move(frames));
+  if (msg.ok()) Settle(*msg);
+  return msg;
+}
+
+bool TcpTransport::ExpectInto(int peer_id, int timestamp, std::vector<Buffer> targets) {
+  // Bounded: a request whose answer never comes (its server died) must not
+  // pin its destinations for ever.
+  constexpr size_t kMaxExpected = 1 << 16;
+  std::lock_guard<std::mutex> lock(expect_mu_);
+  const std::pair<int, int> where{peer_id, timestamp};
+  if (auto old = expected_.find(where); old != expected_.end()) {
+    expect_order_.erase(old->second.seq);
+  }
+  const uint64_t seq = ++expect_seq_;
+  expected_[where] = Expected{seq, std::move(targets)};
+  expect_order_[seq] = where;
+  while (expected_.size() > kMaxExpected) {
+    expected_.erase(expect_order_.begin()->second);
+    expect_order_.erase(expect_order_.begin());
+  }
+  return true;
+}
+
+void TcpTransport::Settle(Message& msg) {
+  std::vector<Buffer> targets;
+  {
+    std::lock_guard<std::mutex> lock(expect_mu_);
+    auto it = expected_.find({msg.header.sender, msg.header.timestamp});
+    if (it != expected_.end()) {
+      targets = std::move(it->second.targets);
+      expect_order_.erase(it->second.seq);
+      expected_.erase(it);
+    }
+  }
+  uint64_t copied = 0;
+  for (size_t i = 1; i < msg.segments.size(); ++i) {
+    Buffer& seg = msg.segments[i];
+    if (seg.size() < kMoveFrameBytes) continue;
+    const bool placed = i - 1 < targets.size() && targets[i - 1].size() == seg.size();
+    Buffer to = placed ? targets[i - 1] : pool_.Get(seg.size());
+    std::memcpy(to.data(), seg.data(), seg.size());
+    copied += seg.size();
+    seg = std::move(to);  // the ZeroMQ frame is freed here, still warm
+  }
+  if (copied) stats_.bytes_staged.fetch_add(copied, std::memory_order_relaxed);
 }
 
 absl::StatusOr<Message> TcpTransport::Receive(absl::Duration timeout) {

@@ -1,7 +1,18 @@
 // TCP transport on ZeroMQ: one ROUTER socket receives from every peer, one
 // DEALER per peer sends. Payload Buffers go to ZeroMQ by reference
-// (zmq_msg_init_data) and received frames come back as Buffers over the
-// ZeroMQ message itself, so neither direction copies in user space.
+// (zmq_msg_init_data): sending copies nothing in user space.
+//
+// Receiving, ZeroMQ allocates every frame larger than its 8 KiB read batch
+// with malloc, and there is no stable API to hand it memory instead. Kept
+// until the application drops it, such a frame costs a page fault per 4 KiB
+// (the C library trims and unmaps big freed blocks; the next frames fault
+// fresh pages in). So a large value frame is moved at once, while it is
+// still in cache, into memory geops keeps: the destination announced with
+// ExpectInto (a pull that lands in the caller's buffer) or a recycled
+// BufferPool slot; ZeroMQ's block is freed at once and reused warm by the
+// next frame. That is one user-space copy per received large value,
+// counted in stats().bytes_staged, in place of the faults. Small frames
+// come back as Buffers over the ZeroMQ message itself.
 //
 // Every DEALER carries a random routing id, so the ROUTER sees the same
 // identity across reconnects; Receive() reports a hash of it as the
@@ -21,6 +32,7 @@
 #include <shared_mutex>
 #include <vector>
 
+#include "core/base/buffer_pool.h"
 #include "transport/curve.h"
 #include "transport/transport.h"
 
@@ -44,6 +56,14 @@ class TcpTransport final : public Transport {
   void Shutdown() override;
   std::string PeerProblem(int peer_id) const override;
   uint64_t Disconnects(int peer_id) const override;
+  // The values of the message `peer_id` sends with `timestamp` are moved
+  // into `targets` on arrival (when their sizes match) instead of a pool
+  // slot. Announcements nobody answers are forgotten oldest first.
+  bool ExpectInto(int peer_id, int timestamp, std::vector<Buffer> targets) override;
+
+  // Value frames at least this large are moved out of ZeroMQ on arrival.
+  static constexpr size_t kMoveFrameBytes = 8193;
+  const BufferPool& receive_pool() const { return pool_; }
 
   // Bytes of received frames the application still holds as Buffers: the
   // frames themselves, lent out without a copy (they outlive no Buffer).
@@ -75,6 +95,8 @@ class TcpTransport final : public Transport {
 
   // Reads the rest of a multipart message after the identity frame.
   absl::StatusOr<Message> ReadMessage();
+  // Moves msg's large value frames into announced targets or pool slots.
+  void Settle(Message& msg);
   void Drain();
   // CURVE on `sock` as server (listening) or client (dialling).
   void SecureLocked(void* sock, bool server);
@@ -93,6 +115,16 @@ class TcpTransport final : public Transport {
   mutable std::shared_mutex peers_mu_;
   std::map<int, std::shared_ptr<Peer>> peers_;
   std::atomic<bool> shutdown_{false};
+
+  BufferPool pool_;  // receive memory; lent slots outlive us safely
+  std::mutex expect_mu_;
+  struct Expected {
+    uint64_t seq;  // announcement order, to forget the oldest
+    std::vector<Buffer> targets;
+  };
+  std::map<std::pair<int, int>, Expected> expected_;  // by (peer, timestamp)
+  std::map<uint64_t, std::pair<int, int>> expect_order_;
+  uint64_t expect_seq_ = 0;
 
   std::optional<CurveKeys> curve_;
   bool watch_disconnects_ = false;

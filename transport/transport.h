@@ -29,6 +29,10 @@ struct TransportStats {
   std::atomic<uint64_t> bytes_received{0};
   std::atomic<uint64_t> malformed{0};       // dropped by the decoder
   std::atomic<uint64_t> bytes_copied{0};    // payload bytes copied in user space
+  // tcp: received values moved out of ZeroMQ's per-frame allocations into
+  // geops's recycled receive memory as they arrive (tcp_transport.h says
+  // why); the one copy ZeroMQ's API leaves, reported on its own.
+  std::atomic<uint64_t> bytes_staged{0};
 };
 
 class Transport {

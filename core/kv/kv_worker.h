@@ -66,8 +66,8 @@ class KVWorker {
   }
   // Like ZPull / ZPushPull, but the values of key i end up in dests[i]
   // (sized exactly). Over rdma, with dests registered (Register), the
-  // server's RDMA write lands in them directly; over tcp they are copied
-  // on arrival (counted in client().bytes_copied()).
+  // server's RDMA write lands in them directly; over tcp the transport
+  // copies each value there as it arrives (counted in its stats()).
   int ZPullInto(const std::vector<Key>& keys, const std::vector<Buffer>& dests,
                 Callback cb = nullptr) {
     return Send(keys, {}, msgflag::kPull, false, Notify(cb), dests);
