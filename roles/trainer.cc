@@ -20,10 +20,7 @@
 namespace geops {
 namespace {
 
-absl::Status Bad(std::string_view name, std::string_view value, std::string_view expected) {
-  return absl::InvalidArgumentError(
-      absl::StrFormat("%s=\"%s\": expected %s", name, value, expected));
-}
+using env::Bad;
 
 uint64_t Fnv1a(uint64_t h, const Buffer& b) {
   for (size_t i = 0; i < b.size(); ++i) {
@@ -82,10 +79,12 @@ class Trainer {
     const int64_t all = c_.num_all_workers > 0 ? c_.num_all_workers : count;
 
     // Gradients (two buffers, alternating, so a round never writes what the
-    // previous one may still be sending) and, where the transport can land
-    // data in place, one destination per key: all allocated and registered
-    // once, so no round registers memory or copies a value in user space.
-    const bool in_place = tier_->transport().lands_in_place();
+    // previous one may still be sending) and, over rdma, one destination per
+    // key that the servers write into: all allocated and registered once, so
+    // no round registers memory or copies a value in user space. Over tcp
+    // the results are read where they arrived (ZPull's views), which keeps
+    // that zero-copy path under test too.
+    const bool in_place = c_.local_van == VanType::kRdma;
     Buffer grads[2] = {Buffer::Allocate(bytes_per_round_), Buffer::Allocate(bytes_per_round_)};
     std::vector<Buffer> dests;
     for (auto& g : grads) {
@@ -264,11 +263,7 @@ class Trainer {
 
 absl::StatusOr<TrainerOptions> ParseTrainerOptions(const EnvLookup& env) {
   TrainerOptions o;
-  auto get = [&](std::string_view name) -> std::optional<std::string> {
-    auto v = env(name);
-    if (!v || v->empty()) return std::nullopt;
-    return std::string(absl::StripAsciiWhitespace(*v));
-  };
+  auto get = [&](std::string_view name) { return env::Get(env, name); };
   if (auto v = get("GEOPS_ROUNDS")) {
     if (!absl::SimpleAtoi(*v, &o.rounds) || o.rounds < 0 || o.rounds > 10000000) {
       return Bad("GEOPS_ROUNDS", *v, "an integer in 0..10000000");

@@ -20,10 +20,7 @@
 namespace geops::train {
 namespace {
 
-absl::Status Bad(std::string_view name, std::string_view value, std::string_view expected) {
-  return absl::InvalidArgumentError(
-      absl::StrFormat("%s=\"%s\": expected %s", name, value, expected));
-}
+using env::Bad;
 
 // splitmix64: the same shuffles on every machine.
 uint64_t Mix(uint64_t& s) {
@@ -203,11 +200,7 @@ class Learner {
 }  // namespace
 
 absl::StatusOr<std::optional<LearnOptions>> ParseLearnOptions(const EnvLookup& env) {
-  auto get = [&](std::string_view name) -> std::optional<std::string> {
-    auto v = env(name);
-    if (!v || v->empty()) return std::nullopt;
-    return *v;
-  };
+  auto get = [&](std::string_view name) { return env::Get(env, name); };
   auto model = get("GEOPS_TRAIN");
   if (!model) return std::optional<LearnOptions>();
   LearnOptions o;
@@ -215,12 +208,9 @@ absl::StatusOr<std::optional<LearnOptions>> ParseLearnOptions(const EnvLookup& e
   if (!m.ok()) return Bad("GEOPS_TRAIN", *model, "softmax, mlp or mlp:HIDDEN");
   o.model = *m;
   auto integer = [&](std::string_view name, int lo, int hi, int& out) -> absl::Status {
-    if (auto v = get(name)) {
-      if (!absl::SimpleAtoi(*v, &out) || out < lo || out > hi) {
-        return Bad(name, *v, absl::StrFormat("an integer in %d..%d", lo, hi));
-      }
-    }
-    return absl::OkStatus();
+    auto v = env::GetInt(env, name, lo, hi, out);
+    if (v.ok()) out = *v;
+    return v.status();
   };
   if (auto s = integer("GEOPS_EPOCHS", 1, 10000, o.epochs); !s.ok()) return s;
   if (auto s = integer("GEOPS_BATCH", 1, 60000, o.batch); !s.ok()) return s;

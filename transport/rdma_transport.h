@@ -64,7 +64,6 @@ class RdmaTransport final : public Transport {
   absl::StatusOr<Message> Receive(absl::Duration timeout) override;
   absl::Status Register(const Buffer& buf) override;
   bool ExpectInto(int peer_id, int timestamp, std::vector<Buffer> targets) override;
-  bool lands_in_place() const override { return true; }
   void Shutdown() override;
   std::string PeerProblem(int peer_id) const override;
 

@@ -74,12 +74,12 @@ class Transport {
   // Announces where the segments of the message that `peer_id` will send
   // with `timestamp` should land (targets[i] for segment i + 1; segment 0,
   // the keys, goes to transport memory). Returns false when this transport
-  // cannot place data (tcp): the caller then copies, and counts it.
+  // cannot place data: the caller then copies what arrives, and counts it.
+  // Values that arrive elsewhere all the same (a size that does not match,
+  // small ones sent eagerly) are the caller's to copy too.
   virtual bool ExpectInto(int peer_id, int timestamp, std::vector<Buffer> targets) {
     return false;
   }
-  // Whether ExpectInto can work here at all (callers pick their API by it).
-  virtual bool lands_in_place() const { return false; }
 
   // How many times the connection to `peer_id` has broken since it was
   // opened (TransportOptions::watch_disconnects; 0 where not watched). A

@@ -25,53 +25,11 @@
 namespace geops {
 namespace {
 
-absl::Status Bad(std::string_view name, std::string_view value, std::string_view expected) {
-  return absl::InvalidArgumentError(
-      absl::StrFormat("%s=\"%s\": expected %s", name, value, expected));
-}
-
-// A variable that is set to the empty string counts as unset, as in ps-lite.
-std::optional<std::string> Get(const EnvLookup& env, std::string_view name) {
-  auto v = env(name);
-  if (!v || v->empty()) return std::nullopt;
-  return std::string(absl::StripAsciiWhitespace(*v));
-}
-
-absl::StatusOr<int> GetInt(const EnvLookup& env, std::string_view name, int lo, int hi,
-                           std::optional<int> fallback, std::string_view why_needed) {
-  auto v = Get(env, name);
-  if (!v) {
-    if (fallback) return *fallback;
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s is not set: expected an integer in %d..%d (%s)", name, lo, hi,
-                        why_needed));
-  }
-  int out = 0;
-  if (!absl::SimpleAtoi(*v, &out) || out < lo || out > hi) {
-    return Bad(name, *v, absl::StrFormat("an integer in %d..%d", lo, hi));
-  }
-  return out;
-}
-
-absl::StatusOr<bool> GetBool(const EnvLookup& env, std::string_view name) {
-  auto v = Get(env, name);
-  if (!v) return false;
-  std::string s = absl::AsciiStrToLower(*v);
-  if (s == "1" || s == "true" || s == "yes") return true;
-  if (s == "0" || s == "false" || s == "no") return false;
-  return Bad(name, *v, "0 or 1");
-}
-
-absl::StatusOr<absl::Duration> GetSeconds(const EnvLookup& env, std::string_view name,
-                                          absl::Duration fallback) {
-  auto v = Get(env, name);
-  if (!v) return fallback;
-  double s = 0;
-  if (!absl::SimpleAtod(*v, &s) || !(s > 0) || s > 86400) {
-    return Bad(name, *v, "a number of seconds in (0, 86400]");
-  }
-  return absl::Seconds(s);
-}
+using env::Bad;
+using env::Get;
+using env::GetBool;
+using env::GetInt;
+using env::GetSeconds;
 
 absl::StatusOr<std::string> ResolveIPv4(const std::string& host) {
   addrinfo hints{};

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/base/env.h"
 #include "absl/time/time.h"
 
 namespace geops {
@@ -126,8 +127,6 @@ struct Config {
   // A one-line description for logs, e.g. "server+global_server".
   std::string Describe() const;
 };
-
-using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;
 
 // Reads the process environment.
 EnvLookup ProcessEnv();

@@ -63,7 +63,6 @@ class AggregationTable {
   // Parked pulls for rounds beyond the latest result: a server forwards
   // such a pull only once per (key, round).
   bool HasParked(Key key, uint64_t round) const;
-  size_t keys() const { return keys_.size(); }
   size_t open_rounds() const;
 
  private:
