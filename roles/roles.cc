@@ -11,7 +11,7 @@
 #include "core/cluster/tier.h"
 #include "core/kv/kv_client.h"
 #include "core/kv/kv_server.h"
-#include "roles/aggregator.h"
+#include "core/kv/aggregator.h"
 #include "roles/tier_setup.h"
 
 namespace geops {

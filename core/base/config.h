@@ -84,7 +84,7 @@ struct Config {
   // The rdma tier's shared secret (GEOPS_RDMA_SECRET_FILE); empty: none.
   std::string rdma_secret;
   // How a party server batches its sums for the WAN (GEOPS_WAN_COALESCE_BYTES,
-  // GEOPS_WAN_COALESCE_US); see roles/aggregator.h.
+  // GEOPS_WAN_COALESCE_US); see core/kv/aggregator.h.
   size_t wan_coalesce_bytes = 64 << 10;
   absl::Duration wan_coalesce_delay = absl::Milliseconds(1);
   // P3 (ENABLE_P3) and its window (GEOPS_WAN_WINDOW_KB).

@@ -1,6 +1,6 @@
 // KVServer: turns a tier's incoming data messages into KVRequests for a
 // handler and sends the responses. What a server does with a request (sum,
-// forward, apply a rule) is the handler's policy; see roles/aggregator.h.
+// forward, apply a rule) is the handler's policy; see core/kv/aggregator.h.
 #pragma once
 
 #include <functional>

@@ -1,4 +1,4 @@
-#include "roles/aggregator.h"
+#include "core/kv/aggregator.h"
 
 #include "absl/strings/str_format.h"
 #include "core/base/log.h"
