@@ -59,7 +59,7 @@ absl::Status RunBenchWorker(const std::string& not_a_worker, const WorkerBody& b
   auto c = ParseConfig(ProcessEnv());
   if (!c.ok()) return c.status();
   if (c->role != Role::kWorker) return absl::InvalidArgumentError(not_a_worker);
-  TierOptions to = MakeTierOptions(*c, /*global=*/false, TierRole::kWorker);
+  TierOptions to = MakeTierOptions(*c, /*global=*/false, Role::kWorker);
   to.self.master = c->master_worker;
   auto t = Tier::Create(to);
   if (!t.ok()) return t.status();

@@ -126,7 +126,7 @@ class GeoWorker {
   absl::Status Train() {
     const size_t n = keys_.size();
     int index = 0, count = 0;
-    for (const auto& wk : tier_.Members(TierRole::kWorker)) {
+    for (const auto& wk : tier_.Members(Role::kWorker)) {
       if (!wk.trains) continue;
       if (wk.id == tier_.my_id()) index = count;
       ++count;

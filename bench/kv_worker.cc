@@ -33,8 +33,8 @@ class WorkerBench {
       : w_(w), tier_(tier), kv_(kv), master_(master), trains_(trains) {}
 
   absl::Status Run() {
-    servers_ = static_cast<int>(tier_.Members(TierRole::kServer).size());
-    for (const auto& n : tier_.Members(TierRole::kWorker)) trainers_ += n.trains;
+    servers_ = static_cast<int>(tier_.Members(Role::kServer).size());
+    for (const auto& n : tier_.Members(Role::kWorker)) trainers_ += n.trains;
     keys_ = w_.keys_per_server * servers_;
     if (master_) {
       if (auto s = Init(); !s.ok()) return s;

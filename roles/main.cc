@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
   for (const auto& w : config->warnings) geops::log::Warn("%s", w);
 
   absl::Status status;
-  if (config->global_role == geops::GlobalRole::kGlobalScheduler ||
+  if (config->global_role == geops::Role::kScheduler ||
       config->role == geops::Role::kScheduler) {
     status = geops::RunScheduler(*config);
   } else if (config->role == geops::Role::kServer) {

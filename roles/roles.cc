@@ -46,8 +46,8 @@ void PrintTierStats(const Config& c, const Tier& tier) {
 }
 
 absl::Status RunScheduler(const Config& c) {
-  bool global = c.global_role == GlobalRole::kGlobalScheduler;
-  auto tier = Tier::Create(MakeTierOptions(c, global, TierRole::kScheduler));
+  bool global = c.global_role == Role::kScheduler;
+  auto tier = Tier::Create(MakeTierOptions(c, global, Role::kScheduler));
   if (!tier.ok()) return tier.status();
   if (auto s = (*tier)->Start(); !s.ok()) return s;
   absl::Status done = (*tier)->WaitDone();
@@ -71,7 +71,7 @@ void LinkAborts(Tier& a, Tier& b) {
 
 int CountTrainers(const Tier& tier) {
   int n = 0;
-  for (const auto& w : tier.Members(TierRole::kWorker)) n += w.trains;
+  for (const auto& w : tier.Members(Role::kWorker)) n += w.trains;
   return n;
 }
 
@@ -79,7 +79,7 @@ int CountTrainers(const Tier& tier) {
 
 absl::Status RunServer(const Config& c) {
   const bool has_global = c.in_global_tier();
-  const bool top = c.global_role != GlobalRole::kWorker;  // global server or single tier
+  const bool top = c.global_role != Role::kWorker;  // global server or single tier
 
   // Declared so that the tiers (and their receive threads) go first.
   std::unique_ptr<Aggregator> agg;
@@ -98,11 +98,11 @@ absl::Status RunServer(const Config& c) {
   } stop_tiers{global, local};
 
   if (has_global) {
-    auto t = Tier::Create(MakeTierOptions(c, true, top ? TierRole::kServer : TierRole::kWorker));
+    auto t = Tier::Create(MakeTierOptions(c, true, top ? Role::kServer : Role::kWorker));
     if (!t.ok()) return t.status();
     global = std::move(*t);
   }
-  TierOptions lo = MakeTierOptions(c, false, TierRole::kServer);
+  TierOptions lo = MakeTierOptions(c, false, Role::kServer);
   auto lt = Tier::Create(lo);
   if (!lt.ok()) return lt.status();
   local = std::move(*lt);
@@ -181,7 +181,7 @@ absl::Status RunServer(const Config& c) {
   int expected = CountTrainers(*local);
   if (global && top) {
     std::set<std::string> parties;
-    for (const auto& w : global->Members(TierRole::kWorker)) parties.insert(w.party);
+    for (const auto& w : global->Members(Role::kWorker)) parties.insert(w.party);
     expected += static_cast<int>(parties.size());
     log::Info("global server rank %d: %d parties + %d central workers contribute per round",
               global->my_rank(), parties.size(), CountTrainers(*local));

@@ -22,7 +22,7 @@ void PrintTierStats(const Config& c, const Tier& tier);
 template <typename Val>
 absl::Status RunWorker(
     const Config& c, const std::function<absl::Status(Tier&, KVWorker<Val>&, bool trains)>& body) {
-  TierOptions to = MakeTierOptions(c, false, TierRole::kWorker);
+  TierOptions to = MakeTierOptions(c, false, Role::kWorker);
   to.self.master = c.master_worker;
   auto t = Tier::Create(to);
   if (!t.ok()) return t.status();

@@ -70,7 +70,7 @@ class Trainer {
     // DMLC_ENABLE_CENTRAL_WORKER=0) still pushes, as GeoMX scripts do; the
     // global servers must ignore it, which the checked sums prove.
     int index = 0, count = 0;
-    for (const auto& w : tier_->Members(TierRole::kWorker)) {
+    for (const auto& w : tier_->Members(Role::kWorker)) {
       if (!w.trains) continue;
       if (w.id == tier_->my_id()) index = count;
       ++count;

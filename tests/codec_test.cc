@@ -166,7 +166,7 @@ TEST_CASE("random and mutated inputs never crash the decoder") {
 TEST_CASE("control bodies round-trip and reject garbage") {
   NodeInfo n;
   n.id = 11;
-  n.role = TierRole::kServer;
+  n.role = Role::kServer;
   n.rank = 1;
   n.host = "10.0.0.7";
   n.port = 4242;

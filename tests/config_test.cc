@@ -54,7 +54,7 @@ TEST_CASE("a party worker parses with its tier and defaults") {
   auto c = Parse(Local("worker"));
   REQUIRE(c.ok());
   REQUIRE(c->role == Role::kWorker);
-  REQUIRE(c->global_role == GlobalRole::kNone);
+  REQUIRE(!c->global_role);
   REQUIRE(c->local->scheduler_port == 9000);
   REQUIRE(c->local->num_servers == 2);
   REQUIRE(c->local->num_workers == 3);
@@ -66,7 +66,7 @@ TEST_CASE("a party worker parses with its tier and defaults") {
 TEST_CASE("a server with a global scheduler address is a global-tier worker") {
   auto c = Parse(Global(Local("server")));
   REQUIRE(c.ok());
-  REQUIRE(c->global_role == GlobalRole::kWorker);
+  REQUIRE(c->global_role == Role::kWorker);
   REQUIRE(c->global->num_workers == 4);
   REQUIRE(c->global->scheduler_port == 9100);
 }
@@ -77,7 +77,7 @@ TEST_CASE("global server and global scheduler") {
   gs["DMLC_NUM_SERVER"] = "1";
   auto c = Parse(gs);
   REQUIRE(c.ok());
-  REQUIRE(c->global_role == GlobalRole::kGlobalServer);
+  REQUIRE(c->global_role == Role::kServer);
 
   Env sched = {{"DMLC_ROLE_GLOBAL", "global_scheduler"},
                {"DMLC_PS_GLOBAL_ROOT_URI", "127.0.0.1"},

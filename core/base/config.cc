@@ -203,31 +203,12 @@ absl::Status CheckGeoMXVariables(const EnvLookup& env, std::vector<std::string>*
 
 }  // namespace
 
-std::string_view RoleName(Role r) {
-  switch (r) {
-    case Role::kScheduler: return "scheduler";
-    case Role::kServer: return "server";
-    case Role::kWorker: return "worker";
-  }
-  return "?";
-}
-
-std::string_view GlobalRoleName(GlobalRole r) {
-  switch (r) {
-    case GlobalRole::kNone: return "none";
-    case GlobalRole::kGlobalScheduler: return "global_scheduler";
-    case GlobalRole::kGlobalServer: return "global_server";
-    case GlobalRole::kWorker: return "worker";
-  }
-  return "?";
-}
-
 std::string Config::Describe() const {
   if (!role) return "global_scheduler";
   std::string s(RoleName(*role));
   if (master_worker) s = "master_worker";
-  if (global_role == GlobalRole::kGlobalServer) s = "global_server";
-  if (global_role == GlobalRole::kWorker) s += "+global_worker";
+  if (global_role == Role::kServer) s = "global_server";
+  if (global_role == Role::kWorker) s += "+global_worker";
   return s;
 }
 
@@ -246,9 +227,9 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
 
   if (grole) {
     std::string g = absl::AsciiStrToLower(*grole);
-    if (g == "global_scheduler") c.global_role = GlobalRole::kGlobalScheduler;
-    else if (g == "global_server") c.global_role = GlobalRole::kGlobalServer;
-    else if (g == "worker" || g == "global_worker") c.global_role = GlobalRole::kWorker;
+    if (g == "global_scheduler") c.global_role = Role::kScheduler;
+    else if (g == "global_server") c.global_role = Role::kServer;
+    else if (g == "worker" || g == "global_worker") c.global_role = Role::kWorker;
     else return Bad("DMLC_ROLE_GLOBAL", *grole, "one of global_scheduler, global_server, worker");
   }
 
@@ -257,30 +238,30 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
     if (r == "scheduler") c.role = Role::kScheduler;
     else if (r == "server") c.role = Role::kServer;
     else if (r == "worker") c.role = Role::kWorker;
-    else if (r == "global_scheduler" && c.global_role != GlobalRole::kGlobalServer &&
-             c.global_role != GlobalRole::kWorker) {
-      c.global_role = GlobalRole::kGlobalScheduler;
+    else if (r == "global_scheduler" && c.global_role != Role::kServer &&
+             c.global_role != Role::kWorker) {
+      c.global_role = Role::kScheduler;
     } else {
       return Bad("DMLC_ROLE", *role, "one of scheduler, server, worker");
     }
-  } else if (c.global_role != GlobalRole::kGlobalScheduler) {
+  } else if (c.global_role != Role::kScheduler) {
     return absl::InvalidArgumentError(
         "DMLC_ROLE is not set: expected one of scheduler, server, worker "
         "(or DMLC_ROLE_GLOBAL=global_scheduler)");
   }
 
   // Cross-checks between the two roles.
-  if (c.global_role == GlobalRole::kGlobalServer && c.role != Role::kServer) {
+  if (c.global_role == Role::kServer && c.role != Role::kServer) {
     return Bad("DMLC_ROLE", role.value_or(""),
                "server when DMLC_ROLE_GLOBAL=global_server (a global server is also a server "
                "of the central party)");
   }
-  if (c.global_role == GlobalRole::kWorker && c.role != Role::kServer) {
+  if (c.global_role == Role::kWorker && c.role != Role::kServer) {
     return Bad("DMLC_ROLE", role.value_or(""),
                "server when DMLC_ROLE_GLOBAL=worker (a party's local server is the global "
                "tier's worker)");
   }
-  if (c.global_role == GlobalRole::kGlobalScheduler && c.role) {
+  if (c.global_role == Role::kScheduler && c.role) {
     return Bad("DMLC_ROLE", *role,
                "unset (or global_scheduler) when DMLC_ROLE_GLOBAL=global_scheduler: run the "
                "party's scheduler as a process of its own");
@@ -295,9 +276,9 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
 
   // A party's server joins the global tier when a global scheduler is named,
   // even without DMLC_ROLE_GLOBAL (GeoMX launch scripts leave it unset).
-  if (c.role == Role::kServer && c.global_role == GlobalRole::kNone &&
+  if (c.role == Role::kServer && !c.global_role &&
       Get(env, "DMLC_PS_GLOBAL_ROOT_URI")) {
-    c.global_role = GlobalRole::kWorker;
+    c.global_role = Role::kWorker;
   }
 
   auto verbose = GetInt(env, "PS_VERBOSE", 0, 2, 0, "");
@@ -328,11 +309,11 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
   }
   if (c.in_global_tier()) {
     auto t = ParseTier(env, /*global=*/true,
-                       /*counts_fallback=*/c.global_role == GlobalRole::kGlobalScheduler, who);
+                       /*counts_fallback=*/c.global_role == Role::kScheduler, who);
     if (!t.ok()) return t.status();
     c.global = *t;
   }
-  if (c.global_role == GlobalRole::kGlobalServer &&
+  if (c.global_role == Role::kServer &&
       c.local->num_servers != c.global->num_servers) {
     // The central party's servers are exactly the global servers.
     return Bad("DMLC_NUM_SERVER", absl::StrCat(c.local->num_servers),
@@ -362,7 +343,7 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
     if (!addr.ok()) return addr.status();
     c.node_host = *addr;
   }
-  if (c.role == Role::kScheduler || c.global_role == GlobalRole::kGlobalScheduler) {
+  if (c.role == Role::kScheduler || c.global_role == Role::kScheduler) {
     // A scheduler listens where DMLC_PS_(GLOBAL_)ROOT_URI says it does.
     c.node_host = c.local ? c.local->scheduler_addr : c.global->scheduler_addr;
   }

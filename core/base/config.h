@@ -13,18 +13,12 @@
 
 #include "absl/status/statusor.h"
 #include "core/base/env.h"
+#include "core/base/role.h"
 #include "absl/time/time.h"
 
 namespace geops {
 
-enum class Role { kScheduler, kServer, kWorker };
-// The role a process plays in the global (cross-data-centre) tier.
-// kWorker is a party's local server acting as a client of the global servers.
-enum class GlobalRole { kNone, kGlobalScheduler, kGlobalServer, kWorker };
 enum class VanType { kTcp, kRdma };
-
-std::string_view RoleName(Role r);
-std::string_view GlobalRoleName(GlobalRole r);
 
 // Where one tier's scheduler is and how many nodes it waits for.
 struct TierConfig {
@@ -42,9 +36,12 @@ struct CurveKeys {
 };
 
 struct Config {
-  // Local-tier role; empty for a process that is only the global scheduler.
+  // The role in the party's (local) tier; empty for a process that is only
+  // the global scheduler. And the role in the global tier, if any: the
+  // global scheduler, a global server, or a party's server as the global
+  // servers' client (Role::kWorker).
   std::optional<Role> role;
-  GlobalRole global_role = GlobalRole::kNone;
+  std::optional<Role> global_role;
   bool master_worker = false;
   std::optional<TierConfig> local;
   std::optional<TierConfig> global;
@@ -123,7 +120,7 @@ struct Config {
   std::vector<std::string> warnings;
 
   bool in_local_tier() const { return role.has_value(); }
-  bool in_global_tier() const { return global_role != GlobalRole::kNone; }
+  bool in_global_tier() const { return global_role.has_value(); }
   // A one-line description for logs, e.g. "server+global_server".
   std::string Describe() const;
 };

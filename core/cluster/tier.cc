@@ -10,11 +10,11 @@
 namespace geops {
 namespace {
 
-uint32_t GroupOf(TierRole r) {
+uint32_t GroupOf(Role r) {
   switch (r) {
-    case TierRole::kScheduler: return group::kScheduler;
-    case TierRole::kServer: return group::kServers;
-    case TierRole::kWorker: return group::kWorkers;
+    case Role::kScheduler: return group::kScheduler;
+    case Role::kServer: return group::kServers;
+    case Role::kWorker: return group::kWorkers;
   }
   return 0;
 }
@@ -27,7 +27,7 @@ constexpr size_t kMaxEarlyBytes = size_t{512} << 20;
 
 }  // namespace
 
-TierOptions MakeTierOptions(const Config& c, bool global, TierRole role) {
+TierOptions MakeTierOptions(const Config& c, bool global, Role role) {
   TierOptions o;
   o.name = global ? "global" : "local";
   o.label = global ? "global" : absl::StrCat("party ", c.party);
@@ -56,7 +56,7 @@ TierOptions MakeTierOptions(const Config& c, bool global, TierRole role) {
   o.self.party_name = c.party;
   o.self.central_flag = c.enable_central_worker_set ? (c.enable_central_worker ? 1 : 0) : -1;
   o.self.num_all_workers = c.num_all_workers;
-  o.self.global_server = !global && c.global_role == GlobalRole::kGlobalServer;
+  o.self.global_server = !global && c.global_role == Role::kServer;
   return o;
 }
 
@@ -96,11 +96,11 @@ std::string Tier::StatsText() const {
 std::string Tier::Describe(int id) const {
   const NodeInfo* n = Find(id);
   if (n == nullptr) return absl::StrFormat("node %d", id);
-  if (n->role == TierRole::kScheduler) {
+  if (n->role == Role::kScheduler) {
     return absl::StrFormat("the %s scheduler at %s", options_.label, n->Address());
   }
   // A global-tier worker is a party's server: name it by its party first.
-  if (options_.name == "global" && n->role == TierRole::kWorker) {
+  if (options_.name == "global" && n->role == Role::kWorker) {
     return absl::StrFormat("the server of party %s (global-tier worker rank %d, node %d at %s)",
                            n->party_name, n->rank, id, n->Address());
   }
@@ -108,7 +108,7 @@ std::string Tier::Describe(int id) const {
     return absl::StrFormat("global server rank %d (node %d at %s)", n->rank, id, n->Address());
   }
   return absl::StrFormat("%s%s rank %d of %s (node %d at %s)", n->master ? "master " : "",
-                         TierRoleName(n->role), n->rank, options_.label, id, n->Address());
+                         RoleName(n->role), n->rank, options_.label, id, n->Address());
 }
 
 const NodeInfo* Tier::Find(int id) const {
@@ -118,7 +118,7 @@ const NodeInfo* Tier::Find(int id) const {
   return nullptr;
 }
 
-std::vector<NodeInfo> Tier::Members(TierRole role) const {
+std::vector<NodeInfo> Tier::Members(Role role) const {
   std::vector<NodeInfo> out;
   for (const auto& n : nodes_) {
     if (n.role == role) out.push_back(n);
@@ -138,7 +138,7 @@ absl::Status Tier::Start() {
     if (!health_.ok()) return health_;  // aborted before it began (Abort told the scheduler)
     start_called_ = true;
   }
-  if (options_.role == TierRole::kScheduler) {
+  if (options_.role == Role::kScheduler) {
     auto port = transport_->Listen(c.scheduler_addr, c.scheduler_port);
     if (!port.ok()) return port.status();
     my_id_ = kSchedulerId;
@@ -182,7 +182,7 @@ absl::Status Tier::Start() {
     }
   }
   log::Verbose(1, "%s: registering as %s at %s:%d with the scheduler at %s:%d", options_.label,
-               TierRoleName(options_.role), self.host, self.port, c.scheduler_addr,
+               RoleName(options_.role), self.host, self.port, c.scheduler_addr,
                c.scheduler_port);
 
   const char* where =
@@ -268,7 +268,7 @@ void Tier::ReceiveLoop() {
   while (!stopping_.load()) {
     // With an idle handler, look once more without waiting before calling it.
     auto msg = transport_->Receive(busy && idle_handler_ ? absl::ZeroDuration() : kPollSlice);
-    if (options_.role == TierRole::kScheduler) SchedulerTick();
+    if (options_.role == Role::kScheduler) SchedulerTick();
     NotifyAbortOnce();
     if (!msg.ok()) {
       if (absl::IsCancelled(msg.status())) return;
@@ -288,7 +288,7 @@ void Tier::ReceiveLoop() {
 }
 
 void Tier::Handle(Message&& msg) {
-  if (options_.role == TierRole::kScheduler) {
+  if (options_.role == Role::kScheduler) {
     HandleAsScheduler(std::move(msg));
   } else {
     HandleAsNode(std::move(msg));
@@ -365,14 +365,14 @@ bool Tier::AcceptedAsNodeLocked(const Message& msg) {
       if (!table_ready_) return true;  // checked again when replayed
       const NodeInfo* n = Find(h.sender);
       const bool request = h.flags & msgflag::kRequest;
-      const bool server = options_.role == TierRole::kServer;
+      const bool server = options_.role == Role::kServer;
       // Servers take requests from workers; workers take answers from servers.
-      if (n == nullptr || n->role != (server ? TierRole::kWorker : TierRole::kServer) ||
+      if (n == nullptr || n->role != (server ? Role::kWorker : Role::kServer) ||
           request != server) {
         Reject(msg, n == nullptr ? "the sender is not in the node table"
-                                 : absl::StrCat("a ", TierRoleName(n->role), " may not send a ",
+                                 : absl::StrCat("a ", RoleName(n->role), " may not send a ",
                                                 request ? "request" : "response", " to a ",
-                                                TierRoleName(options_.role)));
+                                                RoleName(options_.role)));
         return false;
       }
       if (h.command == Command::kSetRule && request && !n->master) {
@@ -435,8 +435,8 @@ void Tier::HandleAsNode(Message&& msg) {
                        n.id == my_id_ ? " (me)" : "");
           // Workers talk to servers and servers answer workers; nobody else
           // needs a path except to the scheduler, which is already open.
-          bool wanted = (options_.role == TierRole::kWorker && n.role == TierRole::kServer) ||
-                        (options_.role == TierRole::kServer && n.role == TierRole::kWorker);
+          bool wanted = (options_.role == Role::kWorker && n.role == Role::kServer) ||
+                        (options_.role == Role::kServer && n.role == Role::kWorker);
           if (!wanted) continue;
           if (auto s = transport_->Connect(n.id, n.host, n.port); !s.ok()) {
             FailLocked(absl::StrCat("cannot connect to ", n.DebugString(), ": ", s.message()),
@@ -580,12 +580,12 @@ absl::Status Tier::Finalize() {
 void Tier::Abort(const std::string& reason) {
   std::unique_lock<std::mutex> lock(mu_);
   if (!health_.ok()) return;
-  if (options_.role != TierRole::kScheduler && !start_called_) {
+  if (options_.role != Role::kScheduler && !start_called_) {
     lock.unlock();
     AbortUnstarted(reason);  // a later Start() finds the abort and returns it
     return;
   }
-  if (options_.role != TierRole::kScheduler) {
+  if (options_.role != Role::kScheduler) {
     Message m;
     m.header.command = Command::kAbort;
     m.header.sender = my_id_;
@@ -597,7 +597,7 @@ void Tier::Abort(const std::string& reason) {
 }
 
 void Tier::AbortUnstarted(const std::string& reason) {
-  if (options_.role == TierRole::kScheduler) return;
+  if (options_.role == Role::kScheduler) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (start_called_) return;  // registered already: Abort() is the way
@@ -634,7 +634,7 @@ void Tier::FailLocked(const std::string& reason, bool broadcast) {
   health_ = absl::AbortedError(reason);
   failed_at_ = absl::Now();
   log::Error("%s tier stopped: %s", options_.label, reason);
-  if (broadcast && options_.role == TierRole::kScheduler) {
+  if (broadcast && options_.role == Role::kScheduler) {
     BroadcastLocked(Command::kAbort, EncodeText(reason), group::kServers | group::kWorkers);
     // Nodes still waiting for a node table are not in it yet: tell them on
     // their temporary ids, or they would wait out their start-up timeout.
@@ -662,7 +662,7 @@ void Tier::NotifyAbortOnce() {
 
 bool Tier::IsLive(const NodeInfo& n) const {
   auto it = exited_.find(n.id);
-  return n.role != TierRole::kScheduler && (it == exited_.end() || !it->second);
+  return n.role != Role::kScheduler && (it == exited_.end() || !it->second);
 }
 
 void Tier::BroadcastLocked(Command cmd, const Buffer& body, uint32_t group_mask) {
@@ -698,7 +698,7 @@ bool Tier::AcceptedAsSchedulerLocked(const Message& msg) {
     case Command::kExit:
     case Command::kAbort: {
       const NodeInfo* n = Find(h.sender);
-      if (n == nullptr || n->role == TierRole::kScheduler) {
+      if (n == nullptr || n->role == Role::kScheduler) {
         Reject(msg, "the sender is not in the node table");
         return false;
       }
@@ -723,8 +723,8 @@ std::string Tier::CheckRegistrationLocked(const NodeInfo& n) const {
       return absl::StrFormat(
           "DMLC_ENABLE_CENTRAL_WORKER differs inside the %s tier: \"%d\" at the %s at %s but "
           "\"%d\" at the %s at %s: set it the same on every process of the party",
-          options_.label, o.central_flag, TierRoleName(o.role), o.Address(), n.central_flag,
-          TierRoleName(n.role), n.Address());
+          options_.label, o.central_flag, RoleName(o.role), o.Address(), n.central_flag,
+          RoleName(n.role), n.Address());
     }
     if (n.num_all_workers > 0 && o.num_all_workers > 0 &&
         n.num_all_workers != o.num_all_workers) {
@@ -732,8 +732,8 @@ std::string Tier::CheckRegistrationLocked(const NodeInfo& n) const {
           "DMLC_NUM_ALL_WORKER differs inside the %s tier: \"%d\" at the %s at %s but \"%d\" "
           "at the %s at %s: it counts the training workers of the whole cluster and must be the "
           "same everywhere",
-          options_.label, o.num_all_workers, TierRoleName(o.role), o.Address(),
-          n.num_all_workers, TierRoleName(n.role), n.Address());
+          options_.label, o.num_all_workers, RoleName(o.role), o.Address(),
+          n.num_all_workers, RoleName(n.role), n.Address());
     }
   }
   return "";
@@ -749,7 +749,7 @@ void Tier::RegisterLocked(Message&& msg) {
     Reject(msg, std::string(info.status().message()));
     return;
   }
-  if (info->role == TierRole::kScheduler) {
+  if (info->role == Role::kScheduler) {
     Reject(msg, "a scheduler cannot register with a scheduler");
     return;
   }
@@ -782,10 +782,10 @@ void Tier::RegisterLocked(Message&& msg) {
   int temp_id = next_temp_id_--;
   if (auto s = transport_->Connect(temp_id, info->host, info->port); !s.ok()) {
     log::Warn("%s scheduler: cannot answer the %s at %s: %s", options_.label,
-              TierRoleName(info->role), info->Address(), s.message());
+              RoleName(info->role), info->Address(), s.message());
     return;
   }
-  int want = info->role == TierRole::kServer ? options_.cluster.num_servers
+  int want = info->role == Role::kServer ? options_.cluster.num_servers
                                              : options_.cluster.num_workers;
   int have = 0;
   for (const auto& p : pending_) have += p.info.role == info->role;
@@ -793,8 +793,8 @@ void Tier::RegisterLocked(Message&& msg) {
     // Tell the surplus node why instead of letting it wait forever.
     std::string why = absl::StrFormat(
         "the %s tier already has its %d %ss (DMLC_NUM_%s%s=%d); %s:%d is one too many",
-        options_.label, want, TierRoleName(info->role), options_.name == "global" ? "GLOBAL_" : "",
-        info->role == TierRole::kServer ? "SERVER" : "WORKER", want, info->host, info->port);
+        options_.label, want, RoleName(info->role), options_.name == "global" ? "GLOBAL_" : "",
+        info->role == Role::kServer ? "SERVER" : "WORKER", want, info->host, info->port);
     log::Error("%s scheduler: %s", options_.label, why);
     SendControl(temp_id, Command::kAbort, EncodeText(why));
     return;
@@ -808,7 +808,7 @@ void Tier::RegisterLocked(Message&& msg) {
     return;
   }
   log::Verbose(1, "%s scheduler: %s registered from %s (%d/%d)", options_.label,
-               TierRoleName(info->role), info->Address(), have + 1, want);
+               RoleName(info->role), info->Address(), have + 1, want);
   pending_.push_back({*info, msg.origin, temp_id});
   SendControl(temp_id, Command::kRegisterAck);
   if (static_cast<int>(pending_.size()) ==
@@ -847,7 +847,7 @@ void Tier::HandleAsScheduler(Message&& msg) {
       for (const auto& m : nodes_) {
         if (!IsLive(m)) continue;
         anyone_left = true;
-        workers_left |= m.role == TierRole::kWorker;
+        workers_left |= m.role == Role::kWorker;
       }
       if (!workers_left && !terminate_sent_) {
         terminate_sent_ = true;
@@ -866,7 +866,7 @@ void Tier::HandleAsScheduler(Message&& msg) {
       if (h.sender == 0) {
         for (const auto& p : pending_) {
           if (p.origin == msg.origin) {
-            who = absl::StrFormat("the %s at %s, before the node table", TierRoleName(p.info.role),
+            who = absl::StrFormat("the %s at %s, before the node table", RoleName(p.info.role),
                                   p.info.Address());
           }
         }
@@ -900,7 +900,7 @@ void Tier::AssignIds() {
   std::map<std::string, const Pending*> by_address;
   bool central = false;
   for (const auto& p : pending_) {
-    (p.info.role == TierRole::kServer ? servers : workers).push_back(p.info);
+    (p.info.role == Role::kServer ? servers : workers).push_back(p.info);
     by_address[p.info.Address()] = &p;
     central |= p.info.global_server;
   }
@@ -926,7 +926,7 @@ void Tier::AssignIds() {
   }
   NodeInfo self;
   self.id = kSchedulerId;
-  self.role = TierRole::kScheduler;
+  self.role = Role::kScheduler;
   self.host = options_.cluster.scheduler_addr;
   self.port = options_.cluster.scheduler_port;
   nodes_ = {self};
@@ -943,7 +943,7 @@ void Tier::AssignIds() {
   Buffer table = EncodeNodeTable(nodes_);
   absl::Time now = absl::Now();
   for (const auto& n : nodes_) {
-    if (n.role == TierRole::kScheduler) continue;
+    if (n.role == Role::kScheduler) continue;
     log::Verbose(1, "%s scheduler: assigned %s", options_.label, n.DebugString());
     const Pending* p = by_address[n.Address()];
     // From now on the node speaks as n.id on the connection it registered
@@ -987,7 +987,7 @@ void Tier::SchedulerTick() {
   if (!table_ready_) {
     if (now - started_at_ > options_.startup_timeout) {
       int servers = 0;
-      for (const auto& p : pending_) servers += p.info.role == TierRole::kServer;
+      for (const auto& p : pending_) servers += p.info.role == Role::kServer;
       FailLocked(absl::StrFormat("%s tier: after %s only %d of %d servers and %d of %d workers "
                                  "have registered",
                                  options_.label, absl::FormatDuration(options_.startup_timeout),

@@ -32,7 +32,7 @@ struct TierOptions {
   // How logs name this tier: "party A" for a local tier, "global" for the
   // global one, so a message that travels between parties stays readable.
   std::string label = "local";
-  TierRole role = TierRole::kWorker;
+  Role role = Role::kWorker;
   TierConfig cluster;               // where the scheduler is, how many nodes
   std::string host = "127.0.0.1";  // where this node listens (not schedulers)
   int port = 0;
@@ -53,7 +53,7 @@ struct TierOptions {
 
 // The options of this process's local (global=false) or global tier, from
 // its Config: scheduler address, counts, own address, transport, timeouts.
-TierOptions MakeTierOptions(const Config& c, bool global, TierRole role);
+TierOptions MakeTierOptions(const Config& c, bool global, Role role);
 
 class Tier {
  public:
@@ -125,7 +125,7 @@ class Tier {
   uint64_t rejected() const { return rejected_.load(); }
   // The node table (valid after Start(); fixed from then on).
   const std::vector<NodeInfo>& nodes() const { return nodes_; }
-  std::vector<NodeInfo> Members(TierRole role) const;
+  std::vector<NodeInfo> Members(Role role) const;
   const NodeInfo* Find(int id) const;
   const TransportStats& stats() const { return transport_->stats(); }
   // The counters as `NAME_sent_bytes=.. NAME_recv_bytes=.. NAME_sent_msgs=..

@@ -124,7 +124,7 @@ int KVClient::Submit(Request req, Completion done) {
       return fail_now(absl::InvalidArgumentError("keys must be strictly increasing"));
     }
   }
-  std::vector<NodeInfo> servers = tier_.Members(TierRole::kServer);
+  std::vector<NodeInfo> servers = tier_.Members(Role::kServer);
   if (servers.empty()) return fail_now(absl::FailedPreconditionError("no servers in the tier"));
 
   // Which keys travel as slices, and their sizes: a key's size is that of
@@ -281,7 +281,7 @@ int KVClient::QueryRule(Completion done) {
 }
 
 int KVClient::ToEveryServer(Command command, Buffer body, Completion done) {
-  std::vector<NodeInfo> servers = tier_.Members(TierRole::kServer);
+  std::vector<NodeInfo> servers = tier_.Members(Role::kServer);
   // Server ids stand in for keys: answers are placed by their sender.
   std::vector<Key> ids;
   for (const auto& s : servers) ids.push_back(static_cast<Key>(s.id));

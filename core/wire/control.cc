@@ -77,14 +77,14 @@ absl::Status Take(Reader& r, NodeInfo* n) {
       !r.Pod(&n->num_all_workers)) {
     return absl::DataLossError("malformed node record: truncated");
   }
-  if (role > static_cast<uint8_t>(TierRole::kWorker) || master > 1 || trains > 1 ||
+  if (role > static_cast<uint8_t>(Role::kWorker) || master > 1 || trains > 1 ||
       global_server > 1 || n->central_flag < -1 || n->central_flag > 1 ||
       n->num_all_workers < 0) {
     return absl::DataLossError("malformed node record: bad enum");
   }
   n->global_server = global_server;
   if (n->port < 0 || n->port > 65535) return absl::DataLossError("malformed node record: port");
-  n->role = static_cast<TierRole>(role);
+  n->role = static_cast<Role>(role);
   n->master = master;
   n->trains = trains;
   return absl::OkStatus();
@@ -92,19 +92,10 @@ absl::Status Take(Reader& r, NodeInfo* n) {
 
 }  // namespace
 
-const char* TierRoleName(TierRole r) {
-  switch (r) {
-    case TierRole::kScheduler: return "scheduler";
-    case TierRole::kServer: return "server";
-    case TierRole::kWorker: return "worker";
-  }
-  return "?";
-}
-
 std::string NodeInfo::Address() const { return absl::StrFormat("%s:%d", host, port); }
 
 std::string NodeInfo::DebugString() const {
-  return absl::StrFormat("id=%d %s rank=%d addr=%s%s%s", id, TierRoleName(role), rank,
+  return absl::StrFormat("id=%d %s rank=%d addr=%s%s%s", id, RoleName(role), rank,
                          Address(), master ? " master" : "",
                          party.empty() ? "" : " party=" + party);
 }

@@ -9,17 +9,15 @@
 
 #include "absl/status/statusor.h"
 #include "core/base/buffer.h"
+#include "core/base/role.h"
 #include "core/wire/message.h"
 
 namespace geops {
 
-// A node's role inside one tier.
-enum class TierRole : uint8_t { kScheduler = 0, kServer = 1, kWorker = 2 };
-const char* TierRoleName(TierRole r);
 
 struct NodeInfo {
   int32_t id = 0;           // assigned by the scheduler
-  TierRole role = TierRole::kWorker;
+  Role role = Role::kWorker;
   int32_t rank = 0;         // index among the nodes of the same role
   std::string host;
   int32_t port = 0;

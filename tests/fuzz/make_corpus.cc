@@ -79,7 +79,7 @@ Message Data(uint32_t flags, DType dtype, std::vector<Key> keys, std::vector<Buf
   return m;
 }
 
-NodeInfo Node(int32_t id, TierRole role, int32_t rank, int32_t port) {
+NodeInfo Node(int32_t id, Role role, int32_t rank, int32_t port) {
   NodeInfo n;
   n.id = id;
   n.role = role;
@@ -103,15 +103,15 @@ int main(int argc, char** argv) {
 
   // Control bodies on their own (the target also parses the whole input as
   // each of them).
-  NodeInfo worker = Node(9, TierRole::kWorker, 0, 40001);
+  NodeInfo worker = Node(9, Role::kWorker, 0, 40001);
   worker.master = true;
-  NodeInfo server = Node(8, TierRole::kServer, 0, 40002);
+  NodeInfo server = Node(8, Role::kServer, 0, 40002);
   server.global_server = true;
   server.rank_hint = 0;
   server.central_flag = 1;
   server.num_all_workers = 4;
-  std::vector<NodeInfo> table = {Node(kSchedulerId, TierRole::kScheduler, 0, 40000), server,
-                                 worker, Node(11, TierRole::kWorker, 1, 40003)};
+  std::vector<NodeInfo> table = {Node(kSchedulerId, Role::kScheduler, 0, 40000), server,
+                                 worker, Node(11, Role::kWorker, 1, 40003)};
   Write("nodeinfo-worker", Bytes(EncodeNodeInfo(worker)));
   Write("nodeinfo-server", Bytes(EncodeNodeInfo(server)));
   Write("nodetable-1", Bytes(EncodeNodeTable({table[0]})));
