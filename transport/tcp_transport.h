@@ -40,7 +40,7 @@ namespace geops {
 
 class TcpTransport final : public Transport {
  public:
-  explicit TcpTransport(size_t max_message_bytes = size_t{256} << 20);
+  explicit TcpTransport(size_t max_message_bytes = defaults::kMaxMessageBytes);
   // With `curve`, encrypted and restricted to holders of the cluster key.
   static absl::StatusOr<std::unique_ptr<TcpTransport>> Create(size_t max_message_bytes,
                                                               std::optional<CurveKeys> curve,

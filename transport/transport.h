@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "core/base/buffer.h"
 #include "core/base/config.h"
+#include "core/base/defaults.h"
 #include "core/wire/message.h"
 
 namespace geops {
@@ -105,12 +106,14 @@ class Transport {
 struct TransportOptions {
   VanType van = VanType::kTcp;
   // rdma only.
-  size_t rdma_mem_limit = size_t{2} << 30;  // bound on registered bytes
-  size_t rdma_slot_bytes = 16 * 1024;       // larger messages use a rendezvous
-  absl::Duration connect_timeout = absl::Seconds(60);
+  size_t rdma_mem_limit = defaults::kRdmaMemLimit;    // bound on registered bytes
+  size_t rdma_slot_bytes = defaults::kRdmaSlotBytes;  // larger messages use a rendezvous
+  // How long one connection may take to come up (rdma: address, route and
+  // accept, retried; the peer may not have started yet).
+  absl::Duration connect_timeout = defaults::kStartupTimeout;
   // tcp: a peer that announces a bigger frame is disconnected before any of
   // it is buffered (ZMQ_MAXMSGSIZE), and Send refuses to build one.
-  size_t max_message_bytes = size_t{256} << 20;
+  size_t max_message_bytes = defaults::kMaxMessageBytes;
   // rdma: the shared secret every connection must carry (GEOPS_RDMA_SECRET_FILE).
   std::string rdma_secret;
   // tcp: run ZeroMQ CURVE with this cluster key pair (see transport/curve.h).

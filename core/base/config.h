@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/base/defaults.h"
 #include "core/base/env.h"
 #include "core/base/role.h"
 #include "absl/time/time.h"
@@ -56,25 +57,25 @@ struct Config {
   std::string node_host = "127.0.0.1";
   int port = 0;  // 0: ephemeral
   VanType local_van = VanType::kTcp;
-  size_t rdma_mem_limit = size_t{2} << 30;  // GEOPS_RDMA_MEM_LIMIT (MiB in env)
-  size_t rdma_slot_bytes = 16 * 1024;       // GEOPS_RDMA_SLOT_BYTES
-  absl::Duration heartbeat_interval = absl::Seconds(1);
-  absl::Duration heartbeat_timeout = absl::Seconds(15);
+  size_t rdma_mem_limit = defaults::kRdmaMemLimit;    // GEOPS_RDMA_MEM_LIMIT (MiB in env)
+  size_t rdma_slot_bytes = defaults::kRdmaSlotBytes;  // GEOPS_RDMA_SLOT_BYTES
+  absl::Duration heartbeat_interval = defaults::kHeartbeatInterval;
+  absl::Duration heartbeat_timeout = defaults::kHeartbeatTimeout;
   // The global tier's own (GEOPS_GLOBAL_HEARTBEAT_TIMEOUT): WAN links stall
   // longer than a rack before they are really gone. Default: the local one.
-  absl::Duration global_heartbeat_timeout = absl::Seconds(15);
-  absl::Duration startup_timeout = absl::Seconds(300);
+  absl::Duration global_heartbeat_timeout = defaults::kHeartbeatTimeout;
+  absl::Duration startup_timeout = defaults::kStartupTimeout;
   // How long a node waits for its scheduler to acknowledge registration
   // before it reports the scheduler missing (GEOPS_CONNECT_TIMEOUT).
-  absl::Duration connect_timeout = absl::Seconds(30);
+  absl::Duration connect_timeout = defaults::kConnectTimeout;
   // Resend of unanswered requests (PS_RESEND, PS_RESEND_TIMEOUT): servers
   // drop the duplicates, so a tcp connection that was reset mid-round loses
   // nothing and counts nothing twice. Default: on for the global tier only.
   bool resend_local = false;
   bool resend_global = true;
-  absl::Duration resend_timeout = absl::Seconds(1);
+  absl::Duration resend_timeout = defaults::kResendTimeout;
   // Largest frame a tcp peer may send us (GEOPS_MAX_MESSAGE_MB).
-  size_t max_message_bytes = size_t{256} << 20;
+  size_t max_message_bytes = defaults::kMaxMessageBytes;
   // CURVE on a tcp tier: GEOPS_GLOBAL_KEYFILE / GEOPS_LOCAL_KEYFILE.
   std::optional<CurveKeys> global_keys;
   std::optional<CurveKeys> local_keys;
@@ -115,7 +116,7 @@ struct Config {
   bool wan_policy_given = false;
   // Keys of at least this many elements are spread over all global servers
   // (MXNET_KVSTORE_BIGARRAY_BOUND, as in GeoMX/MXNet); 0: never.
-  int64_t bigarray_bound = 1000000;
+  int64_t bigarray_bound = defaults::kBigarrayBound;
   // Things worth saying once at start-up (GeoMX variables geops ignores).
   std::vector<std::string> warnings;
 

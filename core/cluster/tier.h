@@ -38,10 +38,10 @@ struct TierOptions {
   int port = 0;
   NodeInfo self;                    // party, rank_hint, master, trains
   TransportOptions transport;
-  absl::Duration heartbeat_interval = absl::Seconds(1);
-  absl::Duration heartbeat_timeout = absl::Seconds(15);
-  absl::Duration startup_timeout = absl::Seconds(300);
-  absl::Duration connect_timeout = absl::Seconds(30);  // until REGISTER_ACK
+  absl::Duration heartbeat_interval = defaults::kHeartbeatInterval;
+  absl::Duration heartbeat_timeout = defaults::kHeartbeatTimeout;
+  absl::Duration startup_timeout = defaults::kStartupTimeout;
+  absl::Duration connect_timeout = defaults::kConnectTimeout;  // until REGISTER_ACK
   // Clients of this tier spread keys of at least this many elements over
   // every server, a slice each, when those are global servers
   // (MXNET_KVSTORE_BIGARRAY_BOUND); 0: never.

@@ -1,0 +1,29 @@
+// The default of every tunable, in one place. Config starts from these
+// before it reads the environment, and the tier and transport option
+// structs start from them too, so a program that builds options by hand
+// gets the same behaviour as the geops executable.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/time/time.h"
+
+namespace geops::defaults {
+
+inline constexpr absl::Duration kHeartbeatInterval = absl::Seconds(1);
+// Silence after which a peer is reported dead (GEOPS_HEARTBEAT_TIMEOUT).
+inline constexpr absl::Duration kHeartbeatTimeout = absl::Seconds(15);
+// How long a tier may take to assemble (GEOPS_STARTUP_TIMEOUT); also how long
+// a transport keeps trying to open one connection (peers start in any order).
+inline constexpr absl::Duration kStartupTimeout = absl::Seconds(300);
+// How long a node waits for its scheduler to acknowledge registration
+// (GEOPS_CONNECT_TIMEOUT).
+inline constexpr absl::Duration kConnectTimeout = absl::Seconds(30);
+inline constexpr absl::Duration kResendTimeout = absl::Seconds(1);  // PS_RESEND_TIMEOUT
+inline constexpr size_t kMaxMessageBytes = size_t{256} << 20;      // GEOPS_MAX_MESSAGE_MB
+inline constexpr size_t kRdmaMemLimit = size_t{2} << 30;           // GEOPS_RDMA_MEM_LIMIT
+inline constexpr size_t kRdmaSlotBytes = 16 * 1024;                // GEOPS_RDMA_SLOT_BYTES
+inline constexpr int64_t kBigarrayBound = 1000000;  // MXNET_KVSTORE_BIGARRAY_BOUND
+
+}  // namespace geops::defaults
