@@ -4,7 +4,11 @@
 // orderly-shutdown / abort protocol. A process in both tiers (a party's
 // server, a global server) simply holds two Tiers.
 //
-// The scheduler of a tier is a Tier too, with role kScheduler.
+// The scheduler of a tier is a Tier too, with role kScheduler: the two
+// sides share the transport, the receive thread, the node table and the
+// abort protocol, and differ in what they accept and answer. tier.cc holds
+// the common part and the node side, tier_scheduler.cc the scheduler side;
+// each command has one handler (On*).
 #pragma once
 
 #include <condition_variable>
@@ -139,8 +143,22 @@ class Tier {
   void ReceiveLoop();
   void HeartbeatLoop();
   void Handle(Message&& msg);
+
+  // Node side (tier.cc): one handler per command a node accepts.
   void HandleAsNode(Message&& msg);
+  void OnRegisterAck();
+  void OnNodeTable(const Message& msg);
+  void OnBarrierDone();
+  void OnTerminate();
+  void OnShutdown();
+  void OnAbort(const Message& msg);
+  void OnData(Message&& msg);  // DATA, SET_RULE, STATS, GET_RULE: the data handler's
+
+  // Scheduler side (tier_scheduler.cc), all with mu_ held but the first.
   void HandleAsScheduler(Message&& msg);
+  void OnBarrierLocked(const Message& msg);
+  void OnExitLocked(const Message& msg);
+  void OnAbortReportLocked(const Message& msg);
   void SchedulerTick();
   void AssignIds();
   void ReleaseBarriersLocked();

@@ -59,6 +59,10 @@ inline constexpr uint32_t kScheduler = 1;
 inline constexpr uint32_t kServers = 2;
 inline constexpr uint32_t kWorkers = 4;
 inline constexpr uint32_t kAll = 7;
+// The group a role belongs to.
+inline constexpr uint32_t Of(Role r) {
+  return r == Role::kScheduler ? kScheduler : r == Role::kServer ? kServers : kWorkers;
+}
 }  // namespace group
 
 Buffer EncodeNodeInfo(const NodeInfo& n);
