@@ -54,7 +54,11 @@ TierOptions MakeTierOptions(const Config& c, bool global, Role role) {
 absl::StatusOr<std::unique_ptr<Tier>> Tier::Create(TierOptions options) {
   auto transport = MakeTransport(options.transport);
   if (!transport.ok()) return transport.status();
-  return std::unique_ptr<Tier>(new Tier(std::move(options), std::move(*transport)));
+  return Create(std::move(options), std::move(*transport));
+}
+
+std::unique_ptr<Tier> Tier::Create(TierOptions options, std::unique_ptr<Transport> transport) {
+  return std::unique_ptr<Tier>(new Tier(std::move(options), std::move(transport)));
 }
 
 Tier::Tier(TierOptions options, std::unique_ptr<Transport> transport)

@@ -65,6 +65,9 @@ class Tier {
   using AbortHandler = std::function<void(const std::string& reason)>;
 
   static absl::StatusOr<std::unique_ptr<Tier>> Create(TierOptions options);
+  // Over a transport of the caller's (options.transport is then ignored):
+  // an InProcTransport in unit tests.
+  static std::unique_ptr<Tier> Create(TierOptions options, std::unique_ptr<Transport> transport);
   ~Tier();
   Tier(const Tier&) = delete;
   Tier& operator=(const Tier&) = delete;
