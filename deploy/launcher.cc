@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "roles/report.h"
 
 extern char** environ;
 
@@ -392,40 +393,24 @@ RunSummary Summarize(const std::vector<ProcessResult>& results) {
   std::set<std::string> checksums;
   for (const auto& r : results) {
     for (absl::string_view line : absl::StrSplit(r.stdout_text, '\n')) {
-      bool stats = absl::StartsWith(line, "geops-stats ");
-      bool worker = absl::StartsWith(line, "geops-worker ") && absl::StrContains(line, "trained=1");
-      bool learner = absl::StartsWith(line, "geops-train-worker ");
-      if (!stats && !worker && !learner) continue;
-      std::map<std::string, std::string> kv;
-      for (absl::string_view field : absl::StrSplit(line, ' ')) {
-        auto eq = field.find('=');
-        if (eq != absl::string_view::npos) {
-          kv[std::string(field.substr(0, eq))] = std::string(field.substr(eq + 1));
-        }
-      }
-      auto num = [&](const std::string& k) {
-        uint64_t v = 0;
-        (void)absl::SimpleAtoi(kv[k], &v);
-        return v;
-      };
-      if (stats) {
-        s.bytes_by_tier[kv["tier"]] += num("sent_bytes");
-        s.malformed += num("malformed");
-        s.copied_bytes += num("copied_bytes");
-        s.rejected += num("rejected");
-        s.max_rss_kb[r.name] = std::max(s.max_rss_kb[r.name], num("max_rss_kb"));
-      } else if (learner) {
+      const std::string_view text(line.data(), line.size());
+      if (auto t = report::TierStats::Parse(text)) {
+        s.bytes_by_tier[t->tier] += t->sent_bytes;
+        s.malformed += t->malformed;
+        s.copied_bytes += t->copied_bytes;
+        s.rejected += t->rejected;
+        s.max_rss_kb[r.name] = std::max(s.max_rss_kb[r.name], t->max_rss_kb);
+      } else if (auto l = report::Learner::Parse(text)) {
         ++s.learners_reporting;
-        s.rounds = std::max<int>(s.rounds, static_cast<int>(num("rounds")));
-        double acc = 0;
-        if (absl::SimpleAtod(kv["test_accuracy"], &acc)) s.test_accuracy = acc;
-      } else {
+        s.rounds = std::max(s.rounds, l->rounds);
+        if (l->test_accuracy) s.test_accuracy = *l->test_accuracy;
+      } else if (auto w = report::Worker::Parse(text); w && w->trained) {
         ++s.workers_reporting;
-        s.rounds = std::max<int>(s.rounds, static_cast<int>(num("rounds")));
-        s.values_checked += num("values_checked");
-        s.mismatches += num("mismatches");
-        s.copied_bytes += num("copied_bytes");
-        checksums.insert(kv["checksum"]);
+        s.rounds = std::max(s.rounds, w->rounds);
+        s.values_checked += w->values_checked;
+        s.mismatches += w->mismatches;
+        s.copied_bytes += w->copied_bytes;
+        checksums.insert(absl::StrCat(w->checksum));
       }
     }
   }

@@ -12,6 +12,7 @@
 #include "core/kv/kv_client.h"
 #include "core/kv/kv_server.h"
 #include "core/kv/aggregator.h"
+#include "roles/report.h"
 #include "roles/tier_setup.h"
 
 namespace geops {
@@ -30,18 +31,20 @@ long MaxRssKb() {
 void PrintTierStats(const Config& c, const Tier& tier) {
   const TransportStats& s = tier.stats();
   // One parsable line per tier on stdout: the launcher adds them up.
-  std::printf("geops-stats role=%s tier=%s id=%d sent_bytes=%llu recv_bytes=%llu sent_msgs=%llu "
-              "recv_msgs=%llu malformed=%llu copied_bytes=%llu staged_bytes=%llu rejected=%llu "
-              "max_rss_kb=%ld\n",
-              c.Describe().c_str(), tier.name().c_str(), tier.my_id(),
-              static_cast<unsigned long long>(s.bytes_sent.load()),
-              static_cast<unsigned long long>(s.bytes_received.load()),
-              static_cast<unsigned long long>(s.messages_sent.load()),
-              static_cast<unsigned long long>(s.messages_received.load()),
-              static_cast<unsigned long long>(s.malformed.load()),
-              static_cast<unsigned long long>(s.bytes_copied.load()),
-              static_cast<unsigned long long>(s.bytes_staged.load()),
-              static_cast<unsigned long long>(tier.rejected()), MaxRssKb());
+  report::TierStats r;
+  r.role = c.Describe();
+  r.tier = tier.name();
+  r.id = tier.my_id();
+  r.sent_bytes = s.bytes_sent.load();
+  r.recv_bytes = s.bytes_received.load();
+  r.sent_msgs = s.messages_sent.load();
+  r.recv_msgs = s.messages_received.load();
+  r.malformed = s.malformed.load();
+  r.copied_bytes = s.bytes_copied.load();
+  r.staged_bytes = s.bytes_staged.load();
+  r.rejected = tier.rejected();
+  r.max_rss_kb = static_cast<uint64_t>(MaxRssKb());
+  std::printf("%s\n", r.Format().c_str());
   std::fflush(stdout);
 }
 

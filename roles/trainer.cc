@@ -13,6 +13,7 @@
 #include "core/kv/dtype_ops.h"
 #include "core/kv/kv_worker.h"
 #include "core/kv/partition.h"
+#include "roles/report.h"
 #include "roles/roles.h"
 #include "roles/tier_setup.h"
 #include "roles/wan_policy.h"
@@ -60,8 +61,12 @@ class Trainer {
                 o_.rule.rule == UpdateRule::kSgd ? "sgd" : "sum", nkeys, bytes_per_round_);
     }
     if (!trains && c_.master_worker) {
-      std::printf("geops-worker rank=%d master=1 trained=0 keys=%zu init_bytes=%zu\n",
-                  tier_->my_rank(), nkeys, bytes_per_round_);
+      report::Worker w;
+      w.rank = tier_->my_rank();
+      w.master = true;
+      w.keys = nkeys;
+      w.init_bytes = bytes_per_round_;
+      std::printf("%s\n", w.Format().c_str());
       return absl::OkStatus();
     }
 
@@ -157,15 +162,21 @@ class Trainer {
     double secs = absl::ToDoubleSeconds(absl::Now() - start);
     // trained=1: ran and checked every round; counted=0: its pushes were
     // (rightly) not part of the sums.
-    std::printf("geops-worker rank=%d master=%d trained=1 counted=%d rounds=%d keys=%zu "
-                "values_checked=%llu mismatches=%llu checksum=%016llx push_bytes=%zu seconds=%.3f "
-                "copied_bytes=%llu later_results=%llu\n",
-                tier_->my_rank(), c_.master_worker ? 1 : 0, trains ? 1 : 0, o_.rounds, nkeys,
-                static_cast<unsigned long long>(checked_),
-                static_cast<unsigned long long>(mismatches_),
-                static_cast<unsigned long long>(checksum), bytes_per_round_ * o_.rounds, secs,
-                static_cast<unsigned long long>(kv_->client().bytes_copied()),
-                static_cast<unsigned long long>(rounds_skipped_));
+    report::Worker w;
+    w.rank = tier_->my_rank();
+    w.master = c_.master_worker;
+    w.trained = true;
+    w.counted = trains;
+    w.rounds = o_.rounds;
+    w.keys = nkeys;
+    w.values_checked = checked_;
+    w.mismatches = mismatches_;
+    w.checksum = checksum;
+    w.push_bytes = bytes_per_round_ * o_.rounds;
+    w.seconds = secs;
+    w.copied_bytes = kv_->client().bytes_copied();
+    w.later_results = rounds_skipped_;
+    std::printf("%s\n", w.Format().c_str());
     std::fflush(stdout);
     if (mismatches_ != 0) {
       return absl::DataLossError(absl::StrFormat("%d values differ from the exact global result",

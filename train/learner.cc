@@ -14,6 +14,7 @@
 #include "core/cluster/tier.h"
 #include "core/kv/kv_worker.h"
 #include "core/kv/partition.h"
+#include "roles/report.h"
 #include "roles/tier_setup.h"
 #include "roles/wan_policy.h"
 
@@ -160,11 +161,15 @@ class Learner {
         accuracy_ = acc;
       }
     }
-    std::printf("geops-train-worker shard=%d/%d trained=1 epochs=%d steps_per_epoch=%d rounds=%d "
-                "test_accuracy=%s seconds=%.3f\n",
-                o_.shard, o_.shards, o_.epochs, steps, rounds,
-                o_.shard == 0 ? absl::StrFormat("%.4f", accuracy_).c_str() : "-",
-                absl::ToDoubleSeconds(absl::Now() - start));
+    report::Learner l;
+    l.shard = o_.shard;
+    l.shards = o_.shards;
+    l.epochs = o_.epochs;
+    l.steps_per_epoch = steps;
+    l.rounds = rounds;
+    if (o_.shard == 0) l.test_accuracy = accuracy_;
+    l.seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    std::printf("%s\n", l.Format().c_str());
     std::fflush(stdout);
     return absl::OkStatus();
   }
