@@ -108,9 +108,11 @@ TcpTransport::TcpTransport(size_t max_message_bytes)
 }
 
 absl::StatusOr<std::unique_ptr<TcpTransport>> TcpTransport::Create(
-    size_t max_message_bytes, std::optional<CurveKeys> curve, bool watch_disconnects) {
+    size_t max_message_bytes, std::optional<CurveKeys> curve, bool watch_disconnects,
+    bool stage_received) {
   auto t = std::make_unique<TcpTransport>(max_message_bytes);
   t->watch_disconnects_ = watch_disconnects;
+  t->stage_received_ = stage_received;
   if (curve) {
     auto zap = ZapHandler::Start(t->context_.get(), *curve);
     if (!zap.ok()) return zap.status();
@@ -437,6 +439,7 @@ void TcpTransport::Settle(Message& msg) {
     Buffer& seg = msg.segments[i];
     if (seg.size() < kMoveFrameBytes) continue;
     const bool placed = i - 1 < targets.size() && targets[i - 1].size() == seg.size();
+    if (!placed && !stage_received_) continue;
     Buffer to = placed ? targets[i - 1] : pool_.Get(seg.size());
     std::memcpy(to.data(), seg.data(), seg.size());
     copied += seg.size();

@@ -11,8 +11,9 @@
 // ExpectInto (a pull that lands in the caller's buffer) or a recycled
 // BufferPool slot; ZeroMQ's block is freed at once and reused warm by the
 // next frame. That is one user-space copy per received large value,
-// counted in stats().bytes_staged, in place of the faults. Small frames
-// come back as Buffers over the ZeroMQ message itself.
+// counted in stats().bytes_staged, in place of the faults. Small frames,
+// and every frame of a server (stage_received off: it releases them as
+// fast as they arrive), come back as Buffers over the ZeroMQ message.
 //
 // Every DEALER carries a random routing id, so the ROUTER sees the same
 // identity across reconnects; Receive() reports a hash of it as the
@@ -44,7 +45,8 @@ class TcpTransport final : public Transport {
   // With `curve`, encrypted and restricted to holders of the cluster key.
   static absl::StatusOr<std::unique_ptr<TcpTransport>> Create(size_t max_message_bytes,
                                                               std::optional<CurveKeys> curve,
-                                                              bool watch_disconnects = false);
+                                                              bool watch_disconnects = false,
+                                                              bool stage_received = true);
   ~TcpTransport() override;
 
   const char* name() const override { return "tcp"; }
@@ -128,6 +130,7 @@ class TcpTransport final : public Transport {
 
   std::optional<CurveKeys> curve_;
   bool watch_disconnects_ = false;
+  bool stage_received_ = true;
   std::unique_ptr<ZapHandler> zap_;  // before context_ is terminated: declared after it
   // Monitor sockets (PAIR) and the peer each watches; read only by the
   // Receive() thread, added under monitors_mu_.

@@ -12,7 +12,7 @@ absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const TransportOptions&
     case VanType::kTcp:
       {
       auto t = TcpTransport::Create(options.max_message_bytes, options.curve,
-                                    options.watch_disconnects);
+                                    options.watch_disconnects, options.stage_received);
       if (!t.ok()) return t.status();
       return std::unique_ptr<Transport>(std::move(*t));
     }

@@ -120,6 +120,11 @@ struct TransportOptions {
   std::optional<CurveKeys> curve;
   // tcp: count broken connections per peer (Disconnects), for resends.
   bool watch_disconnects = false;
+  // tcp: move large received values out of ZeroMQ's frames into recycled
+  // memory at once (tcp_transport.h says why). A server turns it off: it
+  // sums each value and drops it, or keeps only each key's latest result,
+  // so ZeroMQ's frames are freed as fast as they come and stay warm.
+  bool stage_received = true;
 };
 
 // The transport asked for; a clear error when this build or machine cannot

@@ -35,6 +35,7 @@ TierOptions MakeTierOptions(const Config& c, bool global, Role role) {
   o.transport.max_message_bytes = c.max_message_bytes;
   o.transport.curve = global ? c.global_keys : c.local_keys;
   o.transport.rdma_secret = c.rdma_secret;
+  o.transport.stage_received = role != Role::kServer;
   o.heartbeat_interval = c.heartbeat_interval;
   o.heartbeat_timeout = global ? c.global_heartbeat_timeout : c.heartbeat_timeout;
   o.startup_timeout = c.startup_timeout;
