@@ -3,7 +3,7 @@
 #include <thread>
 
 #include "rdma_env.h"
-#include "transport/rdma_transport.h"
+#include "transport/rdma/rdma_transport.h"
 
 using namespace geops;
 
@@ -34,15 +34,15 @@ Buffer Pattern(size_t bytes, uint32_t seed) {
 }
 
 struct Pair {
-  std::unique_ptr<RdmaTransport> a, b;
+  std::unique_ptr<Transport> a, b;
   int b_port = 0;
 };
 
 Pair MakePair(RdmaOptions o = {}) {
   auto ips = testing::RdmaIps();
   Pair p;
-  auto a = RdmaTransport::Create(o);
-  auto b = RdmaTransport::Create(o);
+  auto a = MakeRdmaTransport(o);
+  auto b = MakeRdmaTransport(o);
   REQUIRE(a.ok());
   REQUIRE(b.ok());
   p.a = std::move(*a);
@@ -79,7 +79,7 @@ TEST_CASE("rdma: small and large messages arrive intact, zero-copy for large one
 
 TEST_CASE("rdma: a message far larger than the receive pool", "[rdma]") {
   RdmaOptions o;
-  o.slot_bytes = 4096;
+  o.rdma_slot_bytes = 4096;
   o.srq_depth = 16;  // 64 KiB of receive slots in all
   Pair p = MakePair(o);
   Buffer big = Pattern(32 << 20, 3);
@@ -138,7 +138,7 @@ TEST_CASE("rdma: connecting to nobody fails with a clear error, not an abort", "
   RdmaOptions o;
   o.connect_timeout = absl::Seconds(3);
   auto ips = testing::RdmaIps();
-  auto a = RdmaTransport::Create(o);
+  auto a = MakeRdmaTransport(o);
   REQUIRE(a.ok());
   REQUIRE((*a)->Listen(ips[0], 0).ok());
   REQUIRE((*a)->Connect(2, ips[1], 1).ok());  // nobody listens on port 1
@@ -155,7 +155,7 @@ TEST_CASE("rdma: connecting to nobody fails with a clear error, not an abort", "
 }
 
 TEST_CASE("rdma: an address that is not on an RDMA device is named", "[rdma]") {
-  auto a = RdmaTransport::Create({});
+  auto a = MakeRdmaTransport({});
   REQUIRE(a.ok());
   auto port = (*a)->Listen("127.0.0.1", 0);
   REQUIRE_FALSE(port.ok());
@@ -183,16 +183,16 @@ TEST_CASE("rdma: connections must carry the tier's secret, and a stranger is ref
           "[rdma]") {
   auto ips = testing::RdmaIps();
   RdmaOptions with;
-  with.secret = "correct horse battery staple";
+  with.rdma_secret = "correct horse battery staple";
   RdmaOptions other = with;
-  other.secret = "a different secret entirely";
-  auto server = RdmaTransport::Create(with);
+  other.rdma_secret = "a different secret entirely";
+  auto server = MakeRdmaTransport(with);
   REQUIRE(server.ok());
   auto port = (*server)->Listen(ips[1], 0);
   REQUIRE(port.ok());
   for (const RdmaOptions& o : {RdmaOptions{}, other}) {
-    INFO("client secret: \"" << o.secret << "\"");
-    auto stranger = RdmaTransport::Create(o);
+    INFO("client secret: \"" << o.rdma_secret << "\"");
+    auto stranger = MakeRdmaTransport(o);
     REQUIRE(stranger.ok());
     REQUIRE((*stranger)->Listen(ips[0], 0).ok());
     REQUIRE((*stranger)->Connect(2, ips[1], *port).ok());
@@ -208,7 +208,7 @@ TEST_CASE("rdma: connections must carry the tier's secret, and a stranger is ref
     REQUIRE(absl::IsDeadlineExceeded((*server)->Receive(absl::Milliseconds(300)).status()));
   }
   // The right secret gets through.
-  auto member = RdmaTransport::Create(with);
+  auto member = MakeRdmaTransport(with);
   REQUIRE(member.ok());
   REQUIRE((*member)->Listen(ips[0], 0).ok());
   REQUIRE((*member)->Connect(2, ips[1], *port).ok());

@@ -29,6 +29,7 @@ struct TransportStats {
   std::atomic<uint64_t> bytes_received{0};
   std::atomic<uint64_t> malformed{0};       // dropped by the decoder
   std::atomic<uint64_t> bytes_copied{0};    // payload bytes copied in user space
+  std::atomic<uint64_t> registrations{0};   // memory registrations made (ibv_reg_mr)
 };
 
 class Transport {

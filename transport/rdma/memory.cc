@@ -44,6 +44,9 @@ absl::StatusOr<ibv_mr*> RegisterRange(Device& dev, void* addr, size_t len) {
   }
   ibv_mr* mr = ibv_reg_mr(dev.pd, addr, len,
                           IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+  if (mr != nullptr && dev.registrations != nullptr) {
+    dev.registrations->fetch_add(1, std::memory_order_relaxed);
+  }
   if (mr == nullptr) {
     int err = errno;
     if (err == ENOMEM || err == EPERM || err == EAGAIN) {
@@ -58,8 +61,17 @@ absl::StatusOr<ibv_mr*> RegisterRange(Device& dev, void* addr, size_t len) {
   return mr;
 }
 
+const MemoryRegion* RegionOf(const Device& dev, const Buffer& buf) {
+  auto* r = static_cast<const MemoryRegion*>(buf.registration().get());
+  uintptr_t a = reinterpret_cast<uintptr_t>(buf.data());
+  if (r == nullptr || r->dev != &dev || a < r->addr || a + buf.size() > r->addr + r->length) {
+    return nullptr;
+  }
+  return r;
+}
+
 RegisteredPool::~RegisteredPool() {
-  std::lock_guard<std::mutex> lock(state_->mu);
+  absl::MutexLock lock(&state_->mu);
   state_->closed = true;
   for (auto& [cap, chunks] : state_->free) {
     for (auto& c : chunks) Destroy(*state_->dev, c);
@@ -74,7 +86,7 @@ void RegisteredPool::Destroy(Device& dev, Chunk& c) {
 }
 
 void RegisteredPool::Release(const std::shared_ptr<State>& st, Chunk c) {
-  std::lock_guard<std::mutex> lock(st->mu);
+  absl::MutexLock lock(&st->mu);
   if (st->closed) {
     Destroy(*st->dev, c);
     return;
@@ -86,7 +98,7 @@ absl::StatusOr<Buffer> RegisteredPool::Get(size_t size) {
   size_t cap = SizeClass(std::max<size_t>(size, 1));
   Chunk c;
   {
-    std::lock_guard<std::mutex> lock(state_->mu);
+    absl::MutexLock lock(&state_->mu);
     auto& list = state_->free[cap];
     if (!list.empty()) {
       c = list.back();
@@ -109,15 +121,11 @@ absl::StatusOr<Buffer> RegisteredPool::Get(size_t size) {
       return mr.status();
     }
     c.mr = *mr;
-    auto region = std::make_shared<MemoryRegion>();
-    region->addr = reinterpret_cast<uintptr_t>(c.base);
-    region->length = c.capacity;
-    region->lkey = c.mr->lkey;
-    region->rkey = c.mr->rkey;
-    region->handle = c.mr;
-    c.region = std::move(region);
+    c.region = std::make_shared<const MemoryRegion>(MemoryRegion{
+        state_->dev.get(), reinterpret_cast<uintptr_t>(c.base), c.capacity, c.mr->lkey,
+        c.mr->rkey});
   }
-  std::shared_ptr<const MemoryRegion> region = c.region;
+  std::shared_ptr<const void> region = c.region;
   std::weak_ptr<State> weak = state_;
   Buffer b = Buffer::Wrap(c.base, size, [weak, dev = state_->dev, c]() mutable {
     if (auto st = weak.lock()) {
@@ -126,18 +134,13 @@ absl::StatusOr<Buffer> RegisteredPool::Get(size_t size) {
       Destroy(*dev, c);
     }
   });
-  b.set_region(std::move(region));
+  b.set_registration(std::move(region));
   return b;
 }
 
 absl::StatusOr<const MemoryRegion*> EnsureRegistered(const std::shared_ptr<Device>& dev,
                                                      const Buffer& buf) {
-  auto covers = [&](const MemoryRegion* r) {
-    uintptr_t a = reinterpret_cast<uintptr_t>(buf.data());
-    return r != nullptr && r->handle != nullptr && a >= r->addr &&
-           a + buf.size() <= r->addr + r->length;
-  };
-  if (covers(buf.region())) return buf.region();
+  if (const MemoryRegion* r = RegionOf(*dev, buf)) return r;
   Buffer whole = buf.Whole();
   auto mr = RegisterRange(*dev, whole.data(), whole.size());
   if (!mr.ok()) return mr.status();
@@ -145,18 +148,17 @@ absl::StatusOr<const MemoryRegion*> EnsureRegistered(const std::shared_ptr<Devic
   // never left registered, and a reused address is never matched to a
   // stale registration.
   ibv_mr* raw = *mr;
-  std::shared_ptr<MemoryRegion> region(new MemoryRegion, [dev, raw](MemoryRegion* r) {
-    dev->registered_bytes.fetch_sub(raw->length);
-    ibv_dereg_mr(raw);
-    delete r;
-  });
-  region->addr = reinterpret_cast<uintptr_t>(whole.data());
-  region->length = whole.size();
-  region->lkey = raw->lkey;
-  region->rkey = raw->rkey;
-  region->handle = raw;
-  buf.set_region(region);
-  return buf.region();
+  std::shared_ptr<const MemoryRegion> region(
+      new MemoryRegion{dev.get(), reinterpret_cast<uintptr_t>(whole.data()), whole.size(),
+                       raw->lkey, raw->rkey},
+      [dev, raw](const MemoryRegion* r) {
+        dev->registered_bytes.fetch_sub(raw->length);
+        ibv_dereg_mr(raw);
+        delete r;
+      });
+  const MemoryRegion* out = region.get();
+  buf.set_registration(std::move(region));
+  return out;
 }
 
 }  // namespace geops::rdma
