@@ -412,6 +412,8 @@ RunSummary Summarize(const std::vector<ProcessResult>& results) {
         s.bytes_by_tier[kv["tier"]] += num("sent_bytes");
         s.malformed += num("malformed");
         s.copied_bytes += num("copied_bytes");
+        s.copied_by_process[r.name] += num("copied_bytes");
+        s.registrations[r.name] += num("registrations");
         s.rejected += num("rejected");
         s.max_rss_kb[r.name] = std::max(s.max_rss_kb[r.name], num("max_rss_kb"));
       } else if (learner) {

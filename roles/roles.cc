@@ -31,7 +31,8 @@ void PrintTierStats(const Config& c, const Tier& tier) {
   const TransportStats& s = tier.stats();
   // One parsable line per tier on stdout: the launcher adds them up.
   std::printf("geops-stats role=%s tier=%s id=%d sent_bytes=%llu recv_bytes=%llu sent_msgs=%llu "
-              "recv_msgs=%llu malformed=%llu copied_bytes=%llu rejected=%llu max_rss_kb=%ld\n",
+              "recv_msgs=%llu malformed=%llu copied_bytes=%llu registrations=%llu rejected=%llu "
+              "max_rss_kb=%ld\n",
               c.Describe().c_str(), tier.name().c_str(), tier.my_id(),
               static_cast<unsigned long long>(s.bytes_sent.load()),
               static_cast<unsigned long long>(s.bytes_received.load()),
@@ -39,6 +40,7 @@ void PrintTierStats(const Config& c, const Tier& tier) {
               static_cast<unsigned long long>(s.messages_received.load()),
               static_cast<unsigned long long>(s.malformed.load()),
               static_cast<unsigned long long>(s.bytes_copied.load()),
+              static_cast<unsigned long long>(s.registrations.load()),
               static_cast<unsigned long long>(tier.rejected()), MaxRssKb());
   std::fflush(stdout);
 }

@@ -30,9 +30,20 @@ struct WriteJob {
   std::vector<CtsTarget> targets;  // filled from the CTS
 };
 
+// A message on its way out, with what the one-sided path needs (frames.h).
+struct OutMessage {
+  Message msg;
+  // Where the recipient's answer must land (from ExpectInto): travels in
+  // this message's frame.
+  std::vector<Advert> adverts;
+  // Where the recipient asked this message to land; empty: it did not,
+  // or the message does not fit (then it takes the rendezvous).
+  std::vector<Advert> place;
+};
+
 // What waits in a connection's backlog: a message, the writes of a
 // rendezvous, or a control frame (a CTS).
-using Outgoing = std::variant<Message, std::shared_ptr<WriteJob>, Buffer>;
+using Outgoing = std::variant<OutMessage, std::shared_ptr<WriteJob>, Buffer>;
 
 struct Conn {
   enum class State { kConnecting, kUp, kDown };

@@ -2,7 +2,9 @@
 // type: an eager message is decoded and delivered; an RTS gets targets
 // (announced ones, else pool memory) and a CTS back; a CTS starts the
 // writes of the rendezvous it answers; the immediate of the last write
-// completes a message.
+// completes a message; a kPlaced frame completes a message whose values
+// were written into announced targets. Adverts riding on eager and RTS
+// frames are kept for the answer.
 #include "transport/rdma/frames.h"
 
 #include "absl/strings/str_format.h"
@@ -23,10 +25,26 @@ absl::StatusOr<ParsedFrame> ParseFrame(const Buffer& slot) {
   return f;
 }
 
-Buffer MakeFrame(FrameHeader header, const void* body, size_t body_bytes) {
-  Buffer frame = Buffer::Allocate(sizeof(header) + body_bytes);
+absl::StatusOr<std::vector<Advert>> TakeAdverts(const FrameHeader& f, Buffer& body) {
+  if (f.count > kMaxAdverts || body.size() < f.count * sizeof(Advert)) {
+    return absl::DataLossError(absl::StrFormat("a frame announcing %d places in %d bytes",
+                                               f.count, body.size()));
+  }
+  std::vector<Advert> adverts(f.count);
+  if (f.count > 0) std::memcpy(adverts.data(), body.data(), f.count * sizeof(Advert));
+  body = body.Slice(f.count * sizeof(Advert), body.size() - f.count * sizeof(Advert));
+  return adverts;
+}
+
+Buffer MakeFrame(FrameHeader header, const std::vector<Advert>& adverts, const void* body,
+                 size_t body_bytes) {
+  const size_t advert_bytes = adverts.size() * sizeof(Advert);
+  Buffer frame = Buffer::Allocate(sizeof(header) + advert_bytes + body_bytes);
   std::memcpy(frame.data(), &header, sizeof(header));
-  if (body_bytes > 0) std::memcpy(frame.data() + sizeof(header), body, body_bytes);
+  if (advert_bytes > 0) std::memcpy(frame.data() + sizeof(header), adverts.data(), advert_bytes);
+  if (body_bytes > 0) {
+    std::memcpy(frame.data() + sizeof(header) + advert_bytes, body, body_bytes);
+  }
   return frame;
 }
 
@@ -45,27 +63,49 @@ void RdmaTransport::HandleFrame(Conn* c, Buffer slot, uint64_t origin) {
     return;
   }
   switch (f->header.type) {
-    case rdma::kEager: return OnEager(std::move(f->body), origin);
+    case rdma::kEager: return OnEager(f->header, std::move(f->body), origin);
     case rdma::kRts: return OnRts(*c, f->header, std::move(f->body), origin);
     case rdma::kCts: return OnCts(*c, f->header, std::move(f->body));
+    case rdma::kPlaced: return OnPlaced(f->header, std::move(f->body), origin);
     default:
       stats_.malformed.fetch_add(1);
       log::Warn("rdma: dropped a frame of unknown type %d", f->header.type);
   }
 }
 
-void RdmaTransport::OnEager(Buffer body, uint64_t origin) {
-  Deliver(wire::DecodeFlat(body), origin);
+void RdmaTransport::RememberAdverts(int sender, int timestamp,
+                                    std::vector<rdma::Advert> adverts) {
+  if (adverts.empty()) return;
+  absl::MutexLock lock(&rdv_mu_);
+  adverts_[{sender, timestamp}] = std::move(adverts);
+}
+
+void RdmaTransport::OnEager(const rdma::FrameHeader& f, Buffer body, uint64_t origin) {
+  auto adverts = rdma::TakeAdverts(f, body);
+  if (!adverts.ok()) {
+    stats_.malformed.fetch_add(1);
+    log::Warn("rdma: dropped %s", adverts.status().message());
+    return;
+  }
+  auto decoded = wire::DecodeFlat(body);
+  if (decoded.ok()) {
+    RememberAdverts(decoded->header.sender, decoded->header.timestamp, std::move(*adverts));
+  }
+  Deliver(std::move(decoded), origin);
 }
 
 void RdmaTransport::OnRts(Conn& c, const rdma::FrameHeader& f, Buffer body, uint64_t origin) {
-  auto info = wire::DecodeHeader({body.data(), body.size()});
+  auto adverts = rdma::TakeAdverts(f, body);
+  absl::StatusOr<wire::HeaderInfo> info =
+      adverts.ok() ? wire::DecodeHeader({body.data(), body.size()})
+                   : absl::StatusOr<wire::HeaderInfo>(adverts.status());
   if (!info.ok()) {
     stats_.malformed.fetch_add(1);
     log::Warn("rdma: dropped a rendezvous request: %s", info.status().message());
     return;
   }
   const Header& h = info->header;
+  RememberAdverts(h.sender, h.timestamp, std::move(*adverts));
   std::vector<Buffer> targets(info->lengths.size());
   {
     // A message whose destination was announced (ExpectInto) lands in it,
@@ -75,7 +115,7 @@ void RdmaTransport::OnRts(Conn& c, const rdma::FrameHeader& f, Buffer body, uint
     if (it != expected_.end()) {
       for (size_t i = 1; i < targets.size() && i - 1 < it->second.size(); ++i) {
         const Buffer& dst = it->second[i - 1];
-        if (dst.size() == info->lengths[i] && rdma::EnsureRegistered(device_, dst).ok()) {
+        if (dst.size() == info->lengths[i] && rdma::RegionOf(*device_, dst) != nullptr) {
           targets[i] = dst;
         }
       }
@@ -115,7 +155,7 @@ void RdmaTransport::OnRts(Conn& c, const rdma::FrameHeader& f, Buffer body, uint
     pending_recvs_[token] = {Buffer::CopyOf(body.data(), body.size()), std::move(targets),
                              origin};
   }
-  Buffer frame = rdma::MakeFrame({rdma::kCts, static_cast<uint32_t>(cts.size()), f.id},
+  Buffer frame = rdma::MakeFrame({rdma::kCts, static_cast<uint32_t>(cts.size()), f.id}, {},
                                  cts.data(), cts.size() * sizeof(rdma::CtsTarget));
   absl::MutexLock lock(&c.mu);
   QueueOrPost(c, std::move(frame));
@@ -141,6 +181,42 @@ void RdmaTransport::OnCts(Conn& c, const rdma::FrameHeader& f, Buffer body) {
   std::memcpy(job->targets.data(), body.data(), body.size());
   absl::MutexLock lock(&c.mu);
   QueueOrPost(c, std::move(job));
+}
+
+void RdmaTransport::OnPlaced(const rdma::FrameHeader& f, Buffer body, uint64_t origin) {
+  auto fail = [&](const std::string& why) {
+    stats_.malformed.fetch_add(1);
+    log::Warn("rdma: dropped a placed message: %s", why);
+  };
+  const size_t header_size = wire::EncodedHeaderSize(std::min<uint32_t>(f.count, 1u << 20));
+  if (f.count == 0 || body.size() < header_size) {
+    return fail(absl::StrFormat("%d segments in %d bytes", f.count, body.size()));
+  }
+  auto info = wire::DecodeHeader({body.data(), header_size});
+  if (!info.ok()) return fail(std::string(info.status().message()));
+  const size_t n = info->lengths.size();
+  if (body.size() != header_size + info->lengths[0]) {
+    return fail(absl::StrFormat("%d bytes do not hold its header and keys", body.size()));
+  }
+  std::vector<Buffer> segments;
+  {
+    absl::MutexLock lock(&rdv_mu_);
+    auto it = expected_.find({info->header.sender, info->header.timestamp});
+    if (it == expected_.end() || it->second.size() + 1 != n) {
+      return fail(absl::StrFormat("node %d placed a message (timestamp %d) nobody announced",
+                                  info->header.sender, info->header.timestamp));
+    }
+    segments.push_back(body.Slice(header_size, info->lengths[0]));
+    for (size_t i = 1; i < n; ++i) {
+      if (it->second[i - 1].size() != info->lengths[i]) {
+        return fail(absl::StrFormat("segment %d is %d bytes, its place %d", i, info->lengths[i],
+                                    it->second[i - 1].size()));
+      }
+      segments.push_back(it->second[i - 1]);
+    }
+    expected_.erase(it);
+  }
+  Deliver(wire::Decode({body.data(), header_size}, std::move(segments)), origin);
 }
 
 void RdmaTransport::OnWritesDone(uint32_t token) {

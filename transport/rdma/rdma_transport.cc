@@ -1,11 +1,16 @@
 // The rdma transport's Transport calls and the posting of work requests.
 //
-// Send picks a path by size: a message that fits a receive slot (with its
-// frame header) is copied into a registered send slot and SENT in one work
-// request, inline when small; a larger one goes by rendezvous (frames.h),
-// its segments written from the caller's Buffers, registered once per
-// owner. A connection that is still coming up, or whose send queue is
-// full, keeps its messages in order in a backlog that completions drain.
+// Send picks a path (frames.h): a message that fits a receive slot (with
+// its frame) is copied into a registered send slot and SENT in one work
+// request, inline when small; a larger one is written straight into the
+// places its recipient advertised when it did (one-sided), else goes by
+// rendezvous. Large segments are written from the caller's Buffers when
+// their owner was Register()ed; the transport never registers memory
+// behind the caller's back (that would be a registration per message for
+// memory that is fresh each time), it bounces it through the pool
+// instead, and counts the copy. A connection that is still coming up, or
+// whose send queue is full, keeps its messages in order in a backlog that
+// completions drain.
 #include "transport/rdma/rdma_transport.h"
 
 #include <arpa/inet.h>
@@ -30,9 +35,15 @@ bool IsValuesSegment(const Message& m, size_t i) {
   return m.header.command == Command::kData && i >= 1;
 }
 
-size_t FlatSize(const Message& m) {
+size_t FlatSize(const rdma::OutMessage& m) {
+  return sizeof(rdma::FrameHeader) + m.adverts.size() * sizeof(rdma::Advert) +
+         wire::EncodedHeaderSize(m.msg.segments.size()) + m.msg.payload_bytes();
+}
+
+// The kPlaced frame: the header and segment 0 travel, the rest is written.
+size_t PlacedSize(const Message& m) {
   return sizeof(rdma::FrameHeader) + wire::EncodedHeaderSize(m.segments.size()) +
-         m.payload_bytes();
+         (m.segments.empty() ? 0 : m.segments[0].size());
 }
 
 }  // namespace
@@ -129,6 +140,36 @@ bool RdmaTransport::ExpectInto(int peer_id, int timestamp, std::vector<Buffer> t
   return true;
 }
 
+rdma::OutMessage RdmaTransport::Prepare(const Message& msg) {
+  rdma::OutMessage out{msg, {}, {}};
+  const std::pair<int, int> key{msg.header.recipient, msg.header.timestamp};
+  absl::MutexLock lock(&rdv_mu_);
+  // Our places for the recipient's answer, when every one is registered.
+  if (auto it = expected_.find(key); it != expected_.end() && !it->second.empty()) {
+    for (const Buffer& t : it->second) {
+      const rdma::MemoryRegion* r = t.empty() ? nullptr : rdma::RegionOf(*device_, t);
+      if (r == nullptr) {
+        out.adverts.clear();
+        break;
+      }
+      out.adverts.push_back({reinterpret_cast<uint64_t>(t.data()), t.size(), r->rkey, 0});
+    }
+  }
+  // The recipient's places for this message: usable when every value
+  // segment has exactly its advertised length.
+  if (auto it = adverts_.find(key); it != adverts_.end()) {
+    std::vector<rdma::Advert> place = std::move(it->second);
+    adverts_.erase(it);
+    bool fits = place.size() + 1 == msg.segments.size() &&
+                PlacedSize(msg) <= options_.rdma_slot_bytes;
+    for (size_t i = 0; fits && i < place.size(); ++i) {
+      fits = place[i].length == msg.segments[i + 1].size();
+    }
+    if (fits) out.place = std::move(place);
+  }
+  return out;
+}
+
 absl::Status RdmaTransport::Send(const Message& msg) {
   std::shared_ptr<Conn> c;
   {
@@ -139,17 +180,18 @@ absl::Status RdmaTransport::Send(const Message& msg) {
     }
     c = it->second;
   }
+  rdma::OutMessage m = Prepare(msg);
   absl::MutexLock lock(&c->mu);
   if (c->state == Conn::State::kDown) return absl::UnavailableError("rdma: " + c->error);
   stats_.messages_sent.fetch_add(1, std::memory_order_relaxed);
   stats_.bytes_sent.fetch_add(wire::EncodedHeaderSize(msg.segments.size()) + msg.payload_bytes(),
                               std::memory_order_relaxed);
   if (c->state == Conn::State::kUp && c->backlog.empty() &&
-      c->sq_used + 1 <= options_.send_depth && FlatSize(msg) <= options_.rdma_slot_bytes) {
-    // The common small message: straight onto the wire, no copy of msg.
-    return PostEagerLocked(*c, msg);
+      c->sq_used + 1 <= options_.send_depth && FlatSize(m) <= options_.rdma_slot_bytes) {
+    // The common small message: straight onto the wire.
+    return PostEagerLocked(*c, m);
   }
-  Outgoing out = msg;
+  Outgoing out = std::move(m);
   if (c->state == Conn::State::kUp && c->backlog.empty()) {
     bool posted = false;
     if (auto s = PostLocked(*c, out, &posted); !s.ok()) return s;
@@ -198,23 +240,41 @@ absl::Status RdmaTransport::PostLocked(Conn& c, Outgoing& out, bool* posted) {
     *posted = true;
     return PostWritesLocked(c, **job);
   }
+  const OutMessage& m = std::get<OutMessage>(out);
+  if (FlatSize(m) <= options_.rdma_slot_bytes) {
+    if (c.sq_used + 1 > options_.send_depth) return absl::OkStatus();
+    *posted = true;
+    return PostEagerLocked(c, m);
+  }
+  if (!m.place.empty()) {
+    // A write per value segment, then the kPlaced SEND.
+    if (c.sq_used + static_cast<int>(m.msg.segments.size()) > options_.send_depth) {
+      return absl::OkStatus();
+    }
+    *posted = true;
+    return PostPlacedLocked(c, m);
+  }
   if (c.sq_used + 1 > options_.send_depth) return absl::OkStatus();
   *posted = true;
-  const Message& m = std::get<Message>(out);
-  if (FlatSize(m) <= options_.rdma_slot_bytes) return PostEagerLocked(c, m);
   return PostRtsLocked(c, m);
 }
 
-absl::Status RdmaTransport::PostEagerLocked(Conn& c, const Message& m) {
+absl::Status RdmaTransport::PostEagerLocked(Conn& c, const OutMessage& om) {
+  const Message& m = om.msg;
   const size_t header_size = wire::EncodedHeaderSize(m.segments.size());
-  const size_t total = FlatSize(m);
+  const size_t total = FlatSize(om);
   auto slot = pool_->Get(total);
   if (!slot.ok()) return slot.status();
-  rdma::FrameHeader f{rdma::kEager, 0, 0};
+  rdma::FrameHeader f{rdma::kEager, static_cast<uint32_t>(om.adverts.size()), 0};
   std::byte* p = slot->data();
   std::memcpy(p, &f, sizeof(f));
-  wire::EncodeHeaderInto(m, p + sizeof(f));
-  size_t off = sizeof(f) + header_size;
+  size_t off = sizeof(f);
+  if (!om.adverts.empty()) {
+    std::memcpy(p + off, om.adverts.data(), om.adverts.size() * sizeof(rdma::Advert));
+    off += om.adverts.size() * sizeof(rdma::Advert);
+  }
+  wire::EncodeHeaderInto(m, p + off);
+  off += header_size;
   for (size_t i = 0; i < m.segments.size(); ++i) {
     const Buffer& s = m.segments[i];
     if (s.size()) std::memcpy(p + off, s.data(), s.size());
@@ -251,9 +311,10 @@ absl::Status RdmaTransport::PostControlLocked(Conn& c, Buffer frame) {
 
 absl::StatusOr<Buffer> RdmaTransport::SourceOf(const Message& m, size_t i) {
   const Buffer& s = m.segments[i];
-  if (rdma::EnsureRegistered(device_, s).ok()) return s;
-  // Registration failed (memlock, limit): a registered copy, counted,
-  // rather than a failed send.
+  if (rdma::RegionOf(*device_, s) != nullptr) return s;
+  // Memory nobody registered: a party server's results that came over tcp,
+  // a request's keys, fresh each message. A copy into a pool chunk
+  // (registered once, reused) costs less than a registration per message.
   auto copy = pool_->Get(s.size());
   if (!copy.ok()) return copy.status();
   std::memcpy(copy->data(), s.data(), s.size());
@@ -261,7 +322,8 @@ absl::StatusOr<Buffer> RdmaTransport::SourceOf(const Message& m, size_t i) {
   return std::move(*copy);
 }
 
-absl::Status RdmaTransport::PostRtsLocked(Conn& c, const Message& m) {
+absl::Status RdmaTransport::PostRtsLocked(Conn& c, const OutMessage& om) {
+  const Message& m = om.msg;
   auto job = std::make_shared<WriteJob>();
   job->msg = m;
   // Sources are made ready now, so that the CTS finds nothing left to fail.
@@ -278,7 +340,61 @@ absl::Status RdmaTransport::PostRtsLocked(Conn& c, const Message& m) {
     id = next_send_id_++;
     pending_sends_[id] = job;
   }
-  return PostControlLocked(c, rdma::MakeFrame({rdma::kRts, 0, id}, header.data(), header.size()));
+  return PostControlLocked(
+      c, rdma::MakeFrame({rdma::kRts, static_cast<uint32_t>(om.adverts.size()), id}, om.adverts,
+                         header.data(), header.size()));
+}
+
+absl::Status RdmaTransport::PostPlacedLocked(Conn& c, const OutMessage& om) {
+  const Message& m = om.msg;
+  const size_t n = m.segments.size();
+  std::vector<Buffer> keep;
+  keep.reserve(n);
+  // One write per non-empty value segment, then the SEND.
+  std::vector<ibv_sge> sges(n + 1);
+  std::vector<ibv_send_wr> wrs(n + 1);
+  int w = 0;
+  for (size_t i = 1; i < n; ++i) {
+    if (m.segments[i].empty()) continue;
+    auto src = SourceOf(m, i);
+    if (!src.ok()) return src.status();
+    sges[w] = {reinterpret_cast<uintptr_t>(src->data()), static_cast<uint32_t>(src->size()),
+               rdma::RegionOf(*device_, *src)->lkey};
+    ibv_send_wr& wr = wrs[w];
+    wr = {};
+    wr.sg_list = &sges[w];
+    wr.num_sge = 1;
+    wr.opcode = IBV_WR_RDMA_WRITE;
+    wr.wr.rdma.remote_addr = om.place[i - 1].addr;
+    wr.wr.rdma.rkey = om.place[i - 1].rkey;
+    keep.push_back(std::move(*src));
+    ++w;
+  }
+  // The header and the keys follow in a SEND, which RC delivers after the
+  // writes: its arrival completes the message.
+  const size_t header_size = wire::EncodedHeaderSize(n);
+  const size_t total = PlacedSize(m);
+  auto slot = pool_->Get(total);
+  if (!slot.ok()) return slot.status();
+  rdma::FrameHeader f{rdma::kPlaced, static_cast<uint32_t>(n), 0};
+  std::byte* p = slot->data();
+  std::memcpy(p, &f, sizeof(f));
+  wire::EncodeHeaderInto(m, p + sizeof(f));
+  if (n > 0 && !m.segments[0].empty()) {
+    std::memcpy(p + sizeof(f) + header_size, m.segments[0].data(), m.segments[0].size());
+  }
+  sges[w] = {reinterpret_cast<uintptr_t>(p), static_cast<uint32_t>(total),
+             rdma::RegionOf(*device_, *slot)->lkey};
+  ibv_send_wr& send = wrs[w];
+  send = {};
+  send.sg_list = &sges[w];
+  send.num_sge = 1;
+  send.opcode = IBV_WR_SEND;
+  if (total <= max_inline_.load(std::memory_order_relaxed)) send.send_flags |= IBV_SEND_INLINE;
+  keep.push_back(std::move(*slot));
+  for (int i = 0; i < w; ++i) wrs[i].next = &wrs[i + 1];
+  // Signalled: the sources are the caller's buffers.
+  return PostSendLocked(c, wrs.data(), w + 1, std::move(keep), /*force_signal=*/true);
 }
 
 absl::Status RdmaTransport::PostWritesLocked(Conn& c, WriteJob& job) {

@@ -84,6 +84,7 @@ class RdmaTransport final : public Transport {
  private:
   using Conn = rdma::Conn;
   using Outgoing = rdma::Outgoing;
+  using OutMessage = rdma::OutMessage;
   using WriteJob = rdma::WriteJob;
 
   explicit RdmaTransport(RdmaOptions options);
@@ -112,10 +113,13 @@ class RdmaTransport final : public Transport {
 
   // frames.cc: one handler per frame type.
   void HandleFrame(Conn* c, Buffer slot, uint64_t origin);
-  void OnEager(Buffer body, uint64_t origin);
+  void OnEager(const rdma::FrameHeader& f, Buffer body, uint64_t origin);
   void OnRts(Conn& c, const rdma::FrameHeader& f, Buffer body, uint64_t origin);
   void OnCts(Conn& c, const rdma::FrameHeader& f, Buffer body);
+  void OnPlaced(const rdma::FrameHeader& f, Buffer body, uint64_t origin);
   void OnWritesDone(uint32_t token);
+  // Keeps what a peer advertised for its answer to (sender, timestamp).
+  void RememberAdverts(int sender, int timestamp, std::vector<rdma::Advert> adverts);
   // Queues a decoded message for Receive(); counts and drops a malformed one.
   // `origin` names the queue pair it came on (Message::origin).
   void Deliver(absl::StatusOr<Message> decoded, uint64_t origin);
@@ -124,15 +128,18 @@ class RdmaTransport final : public Transport {
   void QueueOrPost(Conn& c, Outgoing out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu);
   absl::Status PostLocked(Conn& c, Outgoing& out, bool* posted)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu);
-  absl::Status PostEagerLocked(Conn& c, const Message& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu);
-  absl::Status PostRtsLocked(Conn& c, const Message& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu);
+  // `msg` with the Adverts it carries and the places it may be written to.
+  OutMessage Prepare(const Message& msg);
+  absl::Status PostEagerLocked(Conn& c, const OutMessage& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu);
+  absl::Status PostRtsLocked(Conn& c, const OutMessage& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu);
+  absl::Status PostPlacedLocked(Conn& c, const OutMessage& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu);
   absl::Status PostControlLocked(Conn& c, Buffer frame) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu);
   absl::Status PostWritesLocked(Conn& c, WriteJob& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu);
   absl::Status PostSendLocked(Conn& c, ibv_send_wr* wr, int wrs, std::vector<Buffer> keep,
                               bool force_signal) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu);
   void FlushLocked(Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu);
-  // A registered source for segment `i` of `m`: the segment itself when it
-  // is (or can be) registered, else a counted copy in the pool.
+  // A registered source for segment `i` of `m`: the segment itself when its
+  // owner was Register()ed, else a copy in the pool (counted for values).
   absl::StatusOr<Buffer> SourceOf(const Message& m, size_t i);
 
   // Constant after construction or after the first InitDevice (which runs
@@ -169,6 +176,9 @@ class RdmaTransport final : public Transport {
   uint32_t next_token_ ABSL_GUARDED_BY(rdv_mu_) = 1;
   // Where the response `peer` sends with a timestamp must land (ExpectInto).
   std::map<std::pair<int, int>, std::vector<Buffer>> expected_ ABSL_GUARDED_BY(rdv_mu_);
+  // Where a peer asked its answer to land, by (peer, timestamp): taken by
+  // the Send of that answer.
+  std::map<std::pair<int, int>, std::vector<rdma::Advert>> adverts_ ABSL_GUARDED_BY(rdv_mu_);
   std::map<uint64_t, std::shared_ptr<WriteJob>> pending_sends_ ABSL_GUARDED_BY(rdv_mu_);
   uint64_t next_send_id_ ABSL_GUARDED_BY(rdv_mu_) = 1;
 
