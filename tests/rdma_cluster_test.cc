@@ -47,25 +47,31 @@ TEST_CASE("rdma: GeoMX topology, exact sums, no value copied in user space by a 
   }
 }
 
-TEST_CASE("rdma: rounds after the first register no memory, party servers forwarding global "
-          "results included", "[rdma]") {
-  // The same cluster for 2 and for 6 rounds: every process (workers, party
-  // servers, the global server's rdma side) must make exactly as many
-  // registrations either way, i.e. none in rounds 3 to 6.
+TEST_CASE("rdma: rounds do not register memory, party servers forwarding global results "
+          "included", "[rdma]") {
+  // The same cluster for 3 and for 9 rounds. Registered memory is the
+  // workers' tensors (once) and the transports' pools, which grow to what
+  // is in flight at once and then serve every round; a registration per
+  // round (a party server registering each result that came over tcp, as
+  // it once did) would add 6 x keys x workers here. What the pools may
+  // still add after round 3 depends on timing, so the bound is "fewer than
+  // one per extra round", per process.
   auto registrations = [](int rounds) {
     Topology t = Base(rounds, "8192,65536");
     OnRdma(t);
     return RunExact(t, 4, SpreadOverDevices, /*zero_copy=*/false).summary.registrations;
   };
-  auto short_run = registrations(2);
-  auto long_run = registrations(6);
+  auto short_run = registrations(3);
+  auto long_run = registrations(9);
   REQUIRE(long_run.size() == short_run.size());
-  uint64_t total = 0;
+  uint64_t total = 0, grew = 0;
   for (const auto& [name, n] : long_run) {
-    INFO(name << ": " << short_run[name] << " registrations in 2 rounds, " << n << " in 6");
-    REQUIRE(n == short_run[name]);
+    INFO(name << ": " << short_run[name] << " registrations in 3 rounds, " << n << " in 9");
+    REQUIRE(n < short_run[name] + 6);
+    grew += n > short_run[name] ? n - short_run[name] : 0;
     total += n;
   }
+  UNSCOPED_INFO("registrations after round 3, all processes: " << grew);
   REQUIRE(total > 0);  // the count is live: the pools and tensors registered once
 }
 

@@ -3,7 +3,7 @@
 // Registration pins pages and costs a system call, so it is never done per
 // work request, and in steady state not at all: receive slots, rendezvous
 // targets and bounce copies come from size-class free lists of chunks
-// registered once (RegisteredPool), and a caller's Buffer is registered
+// registered once, a slab of them at a time (RegisteredPool), and a caller's Buffer is registered
 // once over its owner's whole range, the registration living exactly as
 // long as that owner (EnsureRegistered). Both count against one bound on
 // pinned bytes, and every ibv_reg_mr is counted (Device::registrations,
@@ -71,10 +71,19 @@ class RegisteredPool {
   absl::StatusOr<Buffer> Get(size_t size);
 
  private:
-  struct Chunk {
+  // One registration holding chunks of one size class; deregistered and
+  // freed when its last chunk (idle in the pool or out in a Buffer) dies.
+  struct Slab {
+    ~Slab();
+    std::shared_ptr<Device> dev;  // null when registration failed
     void* base = nullptr;
-    size_t capacity = 0;
+    size_t bytes = 0;
     ibv_mr* mr = nullptr;
+  };
+  struct Chunk {
+    std::byte* base = nullptr;
+    size_t capacity = 0;
+    std::shared_ptr<Slab> slab;
     // Made once per chunk and shared by every Buffer handed out from it.
     std::shared_ptr<const MemoryRegion> region;
   };
@@ -84,8 +93,11 @@ class RegisteredPool {
     std::map<size_t, std::vector<Chunk>> free ABSL_GUARDED_BY(mu);  // by capacity
     bool closed ABSL_GUARDED_BY(mu) = false;
   };
+  // A new slab of `chunks` chunks of `cap` bytes (0: as many as fit the
+  // slab size).
+  absl::StatusOr<std::shared_ptr<Slab>> NewSlab(size_t cap, size_t chunks = 0);
+  static Chunk ChunkOf(const std::shared_ptr<Slab>& slab, size_t i, size_t cap);
   static void Release(const std::shared_ptr<State>& st, Chunk c);
-  static void Destroy(Device& dev, Chunk& c);
   std::shared_ptr<State> state_;
 };
 

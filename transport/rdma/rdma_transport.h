@@ -11,11 +11,10 @@
 //   rdma_transport.cc  the Transport calls and posting work requests
 //
 // Lock order (a thread holding one may take only those after it):
-//   conns_mu_ -> Conn::mu -> rdv_mu_ -> slots_mu_ -> RegisteredPool's
-// queue_mu_, the progress gate's mutex and poll_mu_ are leaves: nothing is
-// taken while they are held, except that PollOnce runs completion handlers
-// under poll_mu_ (which take the locks above, in their order). No callback
-// into the caller runs under any of them.
+//   poll_mu_ -> conns_mu_ -> Conn::mu -> rdv_mu_ -> slots_mu_ -> RegisteredPool's
+// (completion handlers run under poll_mu_). queue_mu_ and the progress
+// gate's mutex are leaves: nothing is taken while they are held. No
+// callback into the caller runs under any of them.
 #pragma once
 
 #include <infiniband/verbs.h>
