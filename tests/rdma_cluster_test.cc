@@ -64,14 +64,16 @@ TEST_CASE("rdma: rounds do not register memory, party servers forwarding global 
   auto short_run = registrations(3);
   auto long_run = registrations(9);
   REQUIRE(long_run.size() == short_run.size());
-  uint64_t total = 0, grew = 0;
+  uint64_t total = 0;
+  std::string counts;
   for (const auto& [name, n] : long_run) {
     INFO(name << ": " << short_run[name] << " registrations in 3 rounds, " << n << " in 9");
     REQUIRE(n < short_run[name] + 6);
-    grew += n > short_run[name] ? n - short_run[name] : 0;
     total += n;
+    counts += absl::StrCat(" ", name, "=", short_run[name], "/", n);
   }
-  UNSCOPED_INFO("registrations after round 3, all processes: " << grew);
+  // Printed for the record (the bench and compare.sh report the same).
+  WARN("registrations in 3 / 9 rounds:" << counts);
   REQUIRE(total > 0);  // the count is live: the pools and tensors registered once
 }
 

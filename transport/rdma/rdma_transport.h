@@ -48,8 +48,12 @@ struct RdmaOptions : TransportOptions {
   int send_depth = 512;    // send work requests per queue pair
   int signal_every = 16;   // selective signalling interval
   // How long a waiting receiver polls the completion queue itself after
-  // the last completion before it sleeps (latency vs. an idle core).
-  absl::Duration spin = absl::Microseconds(500);
+  // the last completion before it sleeps (latency vs. an idle core). Once
+  // a round trip takes longer than this, every message pays two thread
+  // wake-ups (progress thread, then receiver), which lengthens the round
+  // trip further: on SoftRoCE under emulation, 500 us put 64 B ping-pong
+  // at ~1 ms one way for good, 5 ms at ~30 us (ib_send_lat: ~15 us).
+  absl::Duration spin = absl::Milliseconds(5);
 };
 
 // An rdma transport, or "no RDMA device" when the machine has none.
