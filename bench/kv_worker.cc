@@ -19,8 +19,9 @@ using Clock = std::chrono::steady_clock;
 
 class WorkerBench {
  public:
-  WorkerBench(const KvWorkload& w, Tier& tier, KVWorker<float>& kv, bool master, bool trains)
-      : w_(w), tier_(tier), kv_(kv), master_(master), trains_(trains) {}
+  WorkerBench(const KvWorkload& w, Tier& tier, KVWorker<float>& kv, bool master, bool trains,
+              bool rdma)
+      : w_(w), tier_(tier), kv_(kv), master_(master), trains_(trains), rdma_(rdma) {}
 
   absl::Status Run() {
     servers_ = static_cast<int>(tier_.Members(TierRole::kServer).size());
@@ -77,7 +78,7 @@ class WorkerBench {
     // destinations too, as a training worker's do.
     Buffer values = Buffer::Allocate(bytes * keys_);
     if (auto s = kv_.Register(values); !s.ok()) return s;
-    const bool in_place = tier_.transport().lands_in_place() && w_.mode != KvMode::kPush;
+    const bool in_place = rdma_ && w_.mode != KvMode::kPush;
     Buffer dest_all;
     if (in_place) {
       dest_all = Buffer::Allocate(bytes * keys_);
@@ -160,6 +161,7 @@ class WorkerBench {
   KVWorker<float>& kv_;
   const bool master_;
   const bool trains_;
+  const bool rdma_;  // the worker's tier runs rdma: pulls land in place
   int servers_ = 0;
   int trainers_ = 0;
   int keys_ = 0;
@@ -172,7 +174,8 @@ absl::Status RunKvWorker(const KvWorkload& w) {
       "without --local or --geomx, geops-bench-kv is a worker: set DMLC_ROLE=worker and the "
       "rest of the DMLC_* environment (see geops --help)",
       [&](const Config& c, Tier& tier, KVWorker<float>& kv, bool trains) {
-        return WorkerBench(w, tier, kv, c.master_worker, trains).Run();
+        return WorkerBench(w, tier, kv, c.master_worker, trains, c.local_van == VanType::kRdma)
+            .Run();
       });
 }
 
