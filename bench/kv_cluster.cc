@@ -85,7 +85,23 @@ struct Row {
   double gbps = 0, p50 = 0, p99 = 0, seconds = 0;
   uint64_t copied = 0;
   double faults_per_mib = 0;
+  int64_t iters = 0;
+  uint64_t registrations = 0, steady_registrations = 0;
 };
+
+// Memory registrations of the non-worker processes (their geops-stats
+// lines, one per tier).
+uint64_t ServerRegistrations(const std::string& stdout_text) {
+  uint64_t total = 0;
+  for (absl::string_view line : absl::StrSplit(stdout_text, '\n')) {
+    if (!absl::StartsWith(line, "geops-stats ")) continue;
+    for (absl::string_view f : absl::StrSplit(line, ' ')) {
+      uint64_t n = 0;
+      if (absl::ConsumePrefix(&f, "registrations=") && absl::SimpleAtoi(f, &n)) total += n;
+    }
+  }
+  return total;
+}
 
 std::vector<Row> ParseRows(const std::string& stdout_text) {
   std::vector<Row> rows;
@@ -107,7 +123,11 @@ std::vector<Row> ParseRows(const std::string& stdout_text) {
               absl::SimpleAtod(kv["p99_us"], &r.p99) &&
               absl::SimpleAtod(kv["seconds"], &r.seconds) &&
               absl::SimpleAtoi(kv["copied_bytes"], &r.copied) &&
-              absl::SimpleAtod(kv["faults_per_mib"], &r.faults_per_mib);
+              absl::SimpleAtod(kv["faults_per_mib"], &r.faults_per_mib) &&
+              absl::SimpleAtoi(kv["iters"], &r.iters);
+    // Absent from older workers' lines: 0.
+    (void)absl::SimpleAtoi(kv["registrations"], &r.registrations);
+    (void)absl::SimpleAtoi(kv["steady_registrations"], &r.steady_registrations);
     if (ok) rows.push_back(r);
   }
   return rows;
@@ -156,6 +176,7 @@ absl::Status RunKvCluster(const KvCluster& c, const KvWorkload& w) {
   std::vector<deploy::ProcessResult> results = cluster.Wait();
 
   int failed = 0;
+  uint64_t server_registrations = 0;
   std::map<uint64_t, std::vector<Row>> by_size;
   for (const auto& r : results) {
     if (r.exit_code != 0) {
@@ -166,6 +187,7 @@ absl::Status RunKvCluster(const KvCluster& c, const KvWorkload& w) {
                   r.stderr_path.c_str(), LastLine(r.stderr_path).c_str());
     }
     for (const Row& row : ParseRows(r.stdout_text)) by_size[row.value_bytes].push_back(row);
+    server_registrations += ServerRegistrations(r.stdout_text);
   }
 
   // Workers measure at the same time (a barrier starts every size), so
@@ -188,6 +210,9 @@ absl::Status RunKvCluster(const KvCluster& c, const KvWorkload& w) {
       sum.p99 = std::max(sum.p99, r.p99);
       sum.faults_per_mib = std::max(sum.faults_per_mib, r.faults_per_mib);
       copied = std::max(copied, r.copied);
+      sum.iters = std::max(sum.iters, r.iters);
+      sum.registrations += r.registrations;
+      sum.steady_registrations += r.steady_registrations;
     }
     std::printf("value_bytes=%-7s %d/%d workers: %8.3f Gbit/s  per-op p50 %9.1f us  p99 %9.1f us\n",
                 FormatBytes(size).c_str(), static_cast<int>(rows.size()), trainers, sum.gbps,
@@ -202,12 +227,19 @@ absl::Status RunKvCluster(const KvCluster& c, const KvWorkload& w) {
   const bool curve = std::getenv(c.rdma || !c.geomx ? "GEOPS_LOCAL_KEYFILE" : "GEOPS_GLOBAL_KEYFILE");
   std::printf("geops-bench-kv van=%s curve=%d topology=%s workers=%d servers=%d mode=%s "
               "keys_per_server=%d value_bytes=%llu goodput_gbps=%.4f p50_us=%.1f p99_us=%.1f "
-              "copied_bytes=%llu faults_per_mib=%.2f processes_failed=%d results=%s\n",
+              "copied_bytes=%llu faults_per_mib=%.2f rdma_registrations=%llu "
+              "rdma_registrations_servers=%llu rdma_registrations_per_round=%.3f "
+              "processes_failed=%d results=%s\n",
               c.rdma ? "rdma" : "tcp", curve ? 1 : 0, c.geomx ? "geomx" : "single", trainers,
               servers,
               KvModeName(w.mode), w.keys_per_server,
               static_cast<unsigned long long>(report.value_bytes), report.gbps, report.p50,
-              report.p99, static_cast<unsigned long long>(copied), report.faults_per_mib, failed,
+              report.p99, static_cast<unsigned long long>(copied), report.faults_per_mib,
+              static_cast<unsigned long long>(report.registrations),
+              static_cast<unsigned long long>(server_registrations),
+              report.iters > 0 ? static_cast<double>(report.steady_registrations) / report.iters
+                               : 0.0,
+              failed,
               absl::StrJoin(per_size, ",").c_str());
   std::fflush(stdout);
   if (failed > 0) return absl::InternalError(absl::StrCat(failed, " processes failed"));

@@ -31,8 +31,11 @@ worker) or --geomx (deploy::Plan's two-tier topology with bench workers) the
 whole cluster runs on this machine and the run ends with one line:
   geops-bench-kv van=.. topology=.. workers=.. servers=.. mode=.. keys_per_server=..
     value_bytes=.. goodput_gbps=.. p50_us=.. p99_us=.. copied_bytes=.. faults_per_mib=..
+    rdma_registrations=.. rdma_registrations_servers=.. rdma_registrations_per_round=..
     processes_failed=.. results=VALUE_BYTES:GBPS:P50:P99,...
-(goodput summed over workers, latency of the worst worker).
+(goodput summed over workers, latency of the worst worker; registrations:
+the workers' memory registrations in all at the reported size, the other
+processes' in all, and the workers' per timed round after warm-up).
 
 workload (every worker must be given the same)
   --mode push|pull|pushpull   (default pushpull)

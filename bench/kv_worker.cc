@@ -29,8 +29,9 @@ uint64_t MinorFaults() {
 
 class WorkerBench {
  public:
-  WorkerBench(const KvWorkload& w, Tier& tier, KVWorker<float>& kv, bool master, bool trains)
-      : w_(w), tier_(tier), kv_(kv), master_(master), trains_(trains) {}
+  WorkerBench(const KvWorkload& w, Tier& tier, KVWorker<float>& kv, bool master, bool trains,
+              bool rdma)
+      : w_(w), tier_(tier), kv_(kv), master_(master), trains_(trains), rdma_(rdma) {}
 
   absl::Status Run() {
     servers_ = static_cast<int>(tier_.Members(Role::kServer).size());
@@ -81,9 +82,18 @@ class WorkerBench {
     const std::vector<Key> all = KeysOf(step);
     std::vector<std::vector<Key>> keys;
     for (Key k : all) keys.push_back({k});
-    // Allocated once per size and pushed as views: nothing is copied or
-    // allocated per request on this side.
+    // Allocated and registered once per size and pushed as views: nothing
+    // is copied, allocated or registered per request on this side. Where
+    // the transport lands data in place (rdma), pulls land in registered
+    // destinations too, as a training worker's do.
     Buffer values = Buffer::Allocate(bytes * keys_);
+    if (auto s = kv_.Register(values); !s.ok()) return s;
+    const bool in_place = rdma_ && w_.mode != KvMode::kPush;
+    Buffer dest_all;
+    if (in_place) {
+      dest_all = Buffer::Allocate(bytes * keys_);
+      if (auto s = kv_.Register(dest_all); !s.ok()) return s;
+    }
     std::vector<std::vector<Buffer>> outs(keys_);
     std::vector<Clock::time_point> start(keys_), done(keys_);
     std::vector<int> ts(keys_);
@@ -94,11 +104,18 @@ class WorkerBench {
         Buffer v = values.Slice(k * bytes, bytes);
         auto cb = [&done, k] { done[k] = Clock::now(); };
         start[k] = Clock::now();
+        Buffer d = in_place ? dest_all.Slice(k * bytes, bytes) : Buffer();
         switch (w_.mode) {
           case KvMode::kPush: ts[k] = kv_.ZPush(keys[k], v, {}, cb); break;
-          case KvMode::kPull: ts[k] = kv_.ZPull(keys[k], &outs[k], cb); break;
-          case KvMode::kPushPull: ts[k] = kv_.ZPushPull(keys[k], v, &outs[k], {}, cb); break;
+          case KvMode::kPull:
+            ts[k] = in_place ? kv_.ZPullInto(keys[k], {d}, cb) : kv_.ZPull(keys[k], &outs[k], cb);
+            break;
+          case KvMode::kPushPull:
+            ts[k] = in_place ? kv_.ZPushPullInto(keys[k], v, {d}, {}, cb)
+                             : kv_.ZPushPull(keys[k], v, &outs[k], {}, cb);
+            break;
         }
+        if (in_place) outs[k] = {d};
       }
       absl::Status first;
       for (int k = 0; k < keys_; ++k) first.Update(kv_.Wait(ts[k]));
@@ -126,23 +143,29 @@ class WorkerBench {
     if (auto s = tier_.Barrier(group::kWorkers); !s.ok()) return s;
     const int64_t iters = Iterations(w_, bytes, servers_);
     const uint64_t faults0 = MinorFaults();
+    const uint64_t registrations_before = tier_.stats().registrations.load();
     Clock::time_point t0 = Clock::now();
     for (int64_t i = 0; i < iters; ++i) {
       if (auto s = iteration(true); !s.ok()) return s;
     }
     double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    // Memory registrations (rdma) in all, and during the timed rounds.
+    const uint64_t registrations = tier_.stats().registrations.load();
+    const uint64_t steady_registrations = registrations - registrations_before;
     uint64_t moved = bytes * keys_ * iters;
     const double faults_per_mib =
         static_cast<double>(MinorFaults() - faults0) / (static_cast<double>(moved) / (1 << 20));
     Percentiles p = Summarize(std::move(latencies_us));
     std::printf("geops-bench-kv-worker rank=%d mode=%s value_bytes=%llu keys=%d iters=%lld "
                 "seconds=%.6f bytes=%llu gbps=%.4f p50_us=%.1f p99_us=%.1f copied_bytes=%llu "
-                "staged_bytes=%llu faults_per_mib=%.2f\n",
+                "staged_bytes=%llu faults_per_mib=%.2f registrations=%llu steady_registrations=%llu\n",
                 tier_.my_rank(), KvModeName(w_.mode), static_cast<unsigned long long>(bytes),
                 keys_, static_cast<long long>(iters), seconds,
                 static_cast<unsigned long long>(moved), moved * 8.0 / seconds / 1e9, p.p50, p.p99,
                 static_cast<unsigned long long>(tier_.stats().bytes_copied.load()),
-                static_cast<unsigned long long>(tier_.stats().bytes_staged.load()), faults_per_mib);
+                static_cast<unsigned long long>(tier_.stats().bytes_staged.load()), faults_per_mib,
+                static_cast<unsigned long long>(registrations),
+                static_cast<unsigned long long>(steady_registrations));
     std::fflush(stdout);
     return absl::OkStatus();
   }
@@ -152,6 +175,7 @@ class WorkerBench {
   KVWorker<float>& kv_;
   const bool master_;
   const bool trains_;
+  const bool rdma_;  // the worker's tier runs rdma: pulls land in place
   int servers_ = 0;
   int trainers_ = 0;
   int keys_ = 0;
@@ -164,7 +188,8 @@ absl::Status RunKvWorker(const KvWorkload& w) {
       "without --local or --geomx, geops-bench-kv is a worker: set DMLC_ROLE=worker and the "
       "rest of the DMLC_* environment (see geops --help)",
       [&](const Config& c, Tier& tier, KVWorker<float>& kv, bool trains) {
-        return WorkerBench(w, tier, kv, c.master_worker, trains).Run();
+        return WorkerBench(w, tier, kv, c.master_worker, trains, c.local_van == VanType::kRdma)
+            .Run();
       });
 }
 

@@ -398,6 +398,8 @@ RunSummary Summarize(const std::vector<ProcessResult>& results) {
         s.bytes_by_tier[t->tier] += t->sent_bytes;
         s.malformed += t->malformed;
         s.copied_bytes += t->copied_bytes;
+        s.copied_by_process[r.name] += t->copied_bytes;
+        s.registrations[r.name] += t->registrations;
         s.rejected += t->rejected;
         s.max_rss_kb[r.name] = std::max(s.max_rss_kb[r.name], t->max_rss_kb);
       } else if (auto l = report::Learner::Parse(text)) {

@@ -109,6 +109,10 @@ struct RunSummary {
   std::map<std::string, uint64_t> bytes_by_tier;  // "local" / "global" -> bytes sent
   uint64_t malformed = 0;
   uint64_t copied_bytes = 0;
+  // By process name, over its tiers: payload bytes its transports copied,
+  // and the memory registrations they made (rdma).
+  std::map<std::string, uint64_t> copied_by_process;
+  std::map<std::string, uint64_t> registrations;
   uint64_t rejected = 0;  // messages dropped for who sent them
   // Example-trainer workers (GEOPS_TRAIN) that finished, and the test
   // accuracy shard 0 reached (-1: none reported).

@@ -58,9 +58,9 @@ class Reader {
 std::string TierStats::Format() const {
   return absl::StrFormat(
       "%s role=%s tier=%s id=%d sent_bytes=%d recv_bytes=%d sent_msgs=%d recv_msgs=%d "
-      "malformed=%d copied_bytes=%d staged_bytes=%d rejected=%d max_rss_kb=%d",
+      "malformed=%d copied_bytes=%d staged_bytes=%d registrations=%d rejected=%d max_rss_kb=%d",
       kTag, role, tier, id, sent_bytes, recv_bytes, sent_msgs, recv_msgs, malformed,
-      copied_bytes, staged_bytes, rejected, max_rss_kb);
+      copied_bytes, staged_bytes, registrations, rejected, max_rss_kb);
 }
 
 std::optional<TierStats> TierStats::Parse(std::string_view line) {
@@ -71,7 +71,7 @@ std::optional<TierStats> TierStats::Parse(std::string_view line) {
   r("role", s.role)("tier", s.tier)("id", s.id)("sent_bytes", s.sent_bytes)(
       "recv_bytes", s.recv_bytes)("sent_msgs", s.sent_msgs)("recv_msgs", s.recv_msgs)(
       "malformed", s.malformed)("copied_bytes", s.copied_bytes)("staged_bytes", s.staged_bytes)(
-      "rejected", s.rejected)("max_rss_kb", s.max_rss_kb);
+      "registrations", s.registrations)("rejected", s.rejected)("max_rss_kb", s.max_rss_kb);
   if (!r.ok()) return std::nullopt;
   return s;
 }

@@ -18,7 +18,7 @@ struct TierStats {
   std::string tier;  // "local" or "global"
   int id = 0;
   uint64_t sent_bytes = 0, recv_bytes = 0, sent_msgs = 0, recv_msgs = 0;
-  uint64_t malformed = 0, copied_bytes = 0, staged_bytes = 0, rejected = 0;
+  uint64_t malformed = 0, copied_bytes = 0, staged_bytes = 0, registrations = 0, rejected = 0;
   uint64_t max_rss_kb = 0;
   std::string Format() const;
   static std::optional<TierStats> Parse(std::string_view line);

@@ -42,6 +42,7 @@ void PrintTierStats(const Config& c, const Tier& tier) {
   r.malformed = s.malformed.load();
   r.copied_bytes = s.bytes_copied.load();
   r.staged_bytes = s.bytes_staged.load();
+  r.registrations = s.registrations.load();
   r.rejected = tier.rejected();
   r.max_rss_kb = static_cast<uint64_t>(MaxRssKb());
   std::printf("%s\n", r.Format().c_str());

@@ -45,15 +45,14 @@ TEST_CASE("Buffer::Allocate is zeroed and 64-byte aligned, and CopyOf copies") {
   REQUIRE(Buffer::Allocate(0).empty());
 }
 
-TEST_CASE("Buffer carries the memory region of its owner to every view") {
+TEST_CASE("Buffer carries the registration of its owner to every view") {
   Buffer b = Buffer::Allocate(64);
-  REQUIRE(b.region() == nullptr);
-  auto mr = std::make_shared<geops::MemoryRegion>();
-  mr->lkey = 7;
-  b.set_region(mr);
+  REQUIRE(b.registration() == nullptr);
+  auto reg = std::make_shared<int>(7);
+  b.set_registration(reg);
   Buffer s = b.Slice(8, 8);
-  REQUIRE(s.region() != nullptr);
-  REQUIRE(s.region()->lkey == 7);
+  REQUIRE(s.registration() == reg);
+  REQUIRE(*static_cast<const int*>(s.registration().get()) == 7);
 }
 
 TEST_CASE("Buffer::Whole recovers the owner's full range from a slice") {

@@ -2,7 +2,7 @@
 
 #include "transport/tcp_transport.h"
 #ifdef GEOPS_HAVE_RDMA
-#include "transport/rdma_transport.h"
+#include "transport/rdma/rdma_transport.h"
 #endif
 
 namespace geops {
@@ -19,13 +19,8 @@ absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const TransportOptions&
     case VanType::kRdma: {
 #ifdef GEOPS_HAVE_RDMA
       RdmaOptions o;
-      o.mem_limit = options.rdma_mem_limit;
-      o.slot_bytes = options.rdma_slot_bytes;
-      o.connect_timeout = options.connect_timeout;
-      o.secret = options.rdma_secret;
-      auto t = RdmaTransport::Create(o);
-      if (!t.ok()) return t.status();
-      return std::unique_ptr<Transport>(std::move(*t));
+      static_cast<TransportOptions&>(o) = options;
+      return MakeRdmaTransport(o);
 #else
       return absl::UnimplementedError(
           "DMLC_PS_VAN_TYPE=ibverbs / DMLC_ENABLE_RDMA: this build of geops has no RDMA "

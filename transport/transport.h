@@ -34,6 +34,7 @@ struct TransportStats {
   // geops's recycled receive memory as they arrive (tcp_transport.h says
   // why); the one copy ZeroMQ's API leaves, reported on its own.
   std::atomic<uint64_t> bytes_staged{0};
+  std::atomic<uint64_t> registrations{0};   // memory registrations made (ibv_reg_mr)
 };
 
 class Transport {

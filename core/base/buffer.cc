@@ -66,12 +66,13 @@ Buffer Buffer::Whole() const {
   return Buffer(owner_, owner_->base, owner_->size);
 }
 
-const MemoryRegion* Buffer::region() const {
-  return owner_ ? owner_->region.get() : nullptr;
+const std::shared_ptr<const void>& Buffer::registration() const {
+  static const std::shared_ptr<const void> kNone;
+  return owner_ ? owner_->registration : kNone;
 }
 
-void Buffer::set_region(std::shared_ptr<const MemoryRegion> region) const {
-  if (owner_) owner_->region = std::move(region);
+void Buffer::set_registration(std::shared_ptr<const void> registration) const {
+  if (owner_) owner_->registration = std::move(registration);
 }
 
 }  // namespace geops

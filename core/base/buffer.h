@@ -15,16 +15,6 @@
 
 namespace geops {
 
-// A registration of a byte range with an RDMA device. Opaque to everything
-// but the transport that made it; tcp never sets one.
-struct MemoryRegion {
-  uintptr_t addr = 0;
-  size_t length = 0;
-  uint32_t lkey = 0;
-  uint32_t rkey = 0;
-  const void* handle = nullptr;  // transport-private (e.g. ibv_mr*)
-};
-
 class Buffer {
  public:
   Buffer() = default;
@@ -62,16 +52,18 @@ class Buffer {
     return reinterpret_cast<uintptr_t>(data_) % alignof(T) == 0;
   }
 
-  // The registration covering this Buffer's bytes, if a transport made one.
-  const MemoryRegion* region() const;
-  void set_region(std::shared_ptr<const MemoryRegion> region) const;
+  // A transport's registration of the owner's range (RDMA), shared by every
+  // view and released with the owner. Opaque here: only the transport that
+  // set it knows its type; tcp never sets one.
+  const std::shared_ptr<const void>& registration() const;
+  void set_registration(std::shared_ptr<const void> registration) const;
 
  private:
   struct Owner {
     std::byte* base = nullptr;
     size_t size = 0;
     std::function<void()> release;
-    std::shared_ptr<const MemoryRegion> region;
+    std::shared_ptr<const void> registration;
     ~Owner() {
       if (release) release();
     }

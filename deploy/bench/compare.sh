@@ -7,11 +7,15 @@
 #   /work/shared/tools/softroce-vm/run-in-softroce-vm.sh deploy/bench/compare.sh
 #
 # Ceilings: ib_write_bw -R / ib_send_lat -R (perftest over rdma_cm) for rdma,
-# iperf3 for tcp. Measured: geops-bench-transport (tcp, rdma) and
-# geops-bench-kv --local pushpull, 1 worker x 1 server. Every ratio is
-# geops / ceiling: higher is better for bandwidth, lower for latency (both
-# latencies are one way, half a round trip, at the median / perftest's
-# "typical"). The last line is `geops-compare key=value ...`.
+# iperf3 for tcp; for traffic that flows both ways (pushpull), what the
+# same pair moves per direction under ib_write_bw -R --bidirectional
+# (perftest reports the sum of both directions: half of it). Measured:
+# geops-bench-transport (tcp, rdma) and geops-bench-kv --local push and
+# pushpull, 1 worker x 1 server. Every ratio is geops / ceiling: higher is
+# better for bandwidth, lower for latency (both latencies are one way, half
+# a round trip, at the median / perftest's "typical"). kv runs also report
+# the memory registrations of the worker per timed round (0 in steady
+# state). The last line is `geops-compare key=value ...`.
 #
 # Environment (defaults in brackets):
 #   SERVER_IP, CLIENT_IP   addresses of the two ends [SoftRoCE: 10.9.0.1 and
@@ -90,6 +94,14 @@ if [ -n "$SERVER_DEV" ] && command -v ib_write_bw >/dev/null && ibv_devinfo -d "
     R[ib_write_bw_gbps]=$(awk -v s="$SIZE" '$1==s {print $4}' "$T/client.out" | tail -1)
     show "^ *$SIZE "
   else note "ib_write_bw failed: $(tail -1 "$T/client.out" 2>/dev/null)"; fi
+  echo "ib_write_bw -R --bidirectional, $SIZE B x $BW_ITERS:"
+  if pair cm "" "ib_write_bw -R -b -d $SERVER_DEV -x $G -s $SIZE -n $BW_ITERS --report_gbits" \
+               "ib_write_bw -R -b -d $CLIENT_DEV -x $G -s $SIZE -n $BW_ITERS --report_gbits $SERVER_IP"; then
+    R[ib_write_bw_bidir_gbps]=$(awk -v s="$SIZE" '$1==s {print $4}' "$T/client.out" | tail -1)
+    [ -n "${R[ib_write_bw_bidir_gbps]}" ] &&
+      R[ib_write_bw_bidir_per_dir_gbps]=$(awk -v a="${R[ib_write_bw_bidir_gbps]}" 'BEGIN{printf "%.4f", a/2}')
+    show "^ *$SIZE "
+  else note "ib_write_bw --bidirectional failed: $(tail -1 "$T/client.out" 2>/dev/null)"; fi
   echo "ib_send_lat -R, $LAT_SIZE B x $LAT_ITERS:"
   if pair cm "" "ib_send_lat -R -d $SERVER_DEV -x $G -s $LAT_SIZE -n $LAT_ITERS" \
                "ib_send_lat -R -d $CLIENT_DEV -x $G -s $LAT_SIZE -n $LAT_ITERS $SERVER_IP"; then
@@ -127,16 +139,23 @@ for van in $VANS; do
     continue
   else note "geops-bench-transport $van failed: $(tail -1 "$T/client.out" "$T/server.out" 2>/dev/null | grep -v '^==>' | tr '\n' ' ')"; fi
 
-  echo "geops-bench-kv --local --van $van pushpull 1x1:"
-  timeout 300 "$BUILD/geops-bench-kv" --local --van $van --mode pushpull --workers 1 --servers 1 \
-      --host "$SERVER_IP" --worker-host "$CLIENT_IP" --value-bytes "$SIZE" --report-size "$SIZE" \
-      --keys-per-server "$KV_KEYS" --iters "$KV_ITERS" --max-bytes 16GiB > "$T/kv.out" 2>&1
-  if [ $? = 0 ]; then
-    grep '^value_bytes=' "$T/kv.out" | sed 's/^/    /'
-    R[kv_${van}_gbps]=$(val "$T/kv.out" geops-bench-kv goodput_gbps)
-  elif grep -q "rdma transport unavailable\|no RDMA transport\|has no RDMA" "$T/kv.out" /tmp/geops-bench-kv.*/*.log 2>/dev/null; then
-    note "rdma transport unavailable for geops-bench-kv"
-  else note "geops-bench-kv $van failed: $(grep -v '^\[' "$T/kv.out" | tail -2 | tr '\n' ' ')"; fi
+  for mode in push pushpull; do
+    echo "geops-bench-kv --local --van $van $mode 1x1:"
+    timeout 300 "$BUILD/geops-bench-kv" --local --van $van --mode $mode --workers 1 --servers 1 \
+        --host "$SERVER_IP" --worker-host "$CLIENT_IP" --value-bytes "$SIZE" --report-size "$SIZE" \
+        --keys-per-server "$KV_KEYS" --iters "$KV_ITERS" --max-bytes 16GiB > "$T/kv.out" 2>&1
+    if [ $? = 0 ]; then
+      grep '^value_bytes=' "$T/kv.out" | sed 's/^/    /'
+      # pushpull keeps its old names (kv_VAN_gbps); push gets _push.
+      k=kv_${van}; [ $mode = push ] && k=kv_${van}_push
+      R[${k}_gbps]=$(val "$T/kv.out" geops-bench-kv goodput_gbps)
+      R[${k}_registrations_per_round]=$(val "$T/kv.out" geops-bench-kv rdma_registrations_per_round)
+      echo "    registrations: worker $(val "$T/kv.out" geops-bench-kv rdma_registrations) in all, $(val "$T/kv.out" geops-bench-kv rdma_registrations_per_round) per timed round; server $(val "$T/kv.out" geops-bench-kv rdma_registrations_servers) in all"
+    elif grep -q "rdma transport unavailable\|no RDMA transport\|has no RDMA" "$T/kv.out" /tmp/geops-bench-kv.*/*.log 2>/dev/null; then
+      note "rdma transport unavailable for geops-bench-kv"
+      break
+    else note "geops-bench-kv $van $mode failed: $(grep -v '^\[' "$T/kv.out" | tail -2 | tr '\n' ' ')"; fi
+  done
 done
 
 # ---------------------------------------------------------------- ratios
@@ -145,12 +164,17 @@ ratio tcp_kv_vs_iperf3 "${R[kv_tcp_gbps]:-}" "${R[iperf3_gbps]:-}"
 ratio rdma_transport_vs_ib_write_bw "${R[transport_rdma_gbps]:-}" "${R[ib_write_bw_gbps]:-}"
 ratio rdma_lat_vs_ib_send_lat "${R[transport_rdma_lat_us]:-}" "${R[ib_send_lat_us]:-}"
 ratio rdma_kv_vs_ib_write_bw "${R[kv_rdma_gbps]:-}" "${R[ib_write_bw_gbps]:-}"
+ratio rdma_kv_push_vs_ib_write_bw "${R[kv_rdma_push_gbps]:-}" "${R[ib_write_bw_gbps]:-}"
+ratio rdma_kv_pushpull_vs_bidir "${R[kv_rdma_gbps]:-}" "${R[ib_write_bw_bidir_per_dir_gbps]:-}"
 
 line="geops-compare size=$SIZE lat_size=$LAT_SIZE"
-for k in ib_write_bw_gbps ib_send_lat_us iperf3_gbps transport_tcp_gbps transport_tcp_lat_us \
-         kv_tcp_gbps transport_rdma_gbps transport_rdma_lat_us kv_rdma_gbps \
+for k in ib_write_bw_gbps ib_write_bw_bidir_gbps ib_write_bw_bidir_per_dir_gbps ib_send_lat_us \
+         iperf3_gbps transport_tcp_gbps transport_tcp_lat_us \
+         kv_tcp_gbps kv_tcp_push_gbps transport_rdma_gbps transport_rdma_lat_us kv_rdma_gbps \
+         kv_rdma_push_gbps kv_rdma_registrations_per_round kv_rdma_push_registrations_per_round \
          tcp_transport_vs_iperf3 tcp_kv_vs_iperf3 rdma_transport_vs_ib_write_bw \
-         rdma_lat_vs_ib_send_lat rdma_kv_vs_ib_write_bw; do
+         rdma_lat_vs_ib_send_lat rdma_kv_vs_ib_write_bw rdma_kv_push_vs_ib_write_bw \
+         rdma_kv_pushpull_vs_bidir; do
   line+=" $k=${R[$k]:-na}"
 done
 notes=$(IFS=';'; echo "${NOTES[*]:-}" | tr ' ' '_')

@@ -2,6 +2,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -12,6 +13,9 @@ namespace geops::rdma {
 namespace {
 
 constexpr size_t kMinChunk = 16 * 1024;
+// Small chunks are registered in slabs of about this size, one
+// registration each (512 receive slots: 8 registrations, not 512).
+constexpr size_t kSlabBytes = size_t{1} << 20;
 
 size_t SizeClass(size_t n) {
   size_t c = kMinChunk;
@@ -44,6 +48,9 @@ absl::StatusOr<ibv_mr*> RegisterRange(Device& dev, void* addr, size_t len) {
   }
   ibv_mr* mr = ibv_reg_mr(dev.pd, addr, len,
                           IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+  if (mr != nullptr && dev.registrations != nullptr) {
+    dev.registrations->fetch_add(1, std::memory_order_relaxed);
+  }
   if (mr == nullptr) {
     int err = errno;
     if (err == ENOMEM || err == EPERM || err == EAGAIN) {
@@ -58,86 +65,104 @@ absl::StatusOr<ibv_mr*> RegisterRange(Device& dev, void* addr, size_t len) {
   return mr;
 }
 
-RegisteredPool::~RegisteredPool() {
-  std::lock_guard<std::mutex> lock(state_->mu);
-  state_->closed = true;
-  for (auto& [cap, chunks] : state_->free) {
-    for (auto& c : chunks) Destroy(*state_->dev, c);
+const MemoryRegion* RegionOf(const Device& dev, const Buffer& buf) {
+  auto* r = static_cast<const MemoryRegion*>(buf.registration().get());
+  uintptr_t a = reinterpret_cast<uintptr_t>(buf.data());
+  if (r == nullptr || r->dev != &dev || a < r->addr || a + buf.size() > r->addr + r->length) {
+    return nullptr;
   }
-  state_->free.clear();
+  return r;
 }
 
-void RegisteredPool::Destroy(Device& dev, Chunk& c) {
-  dev.registered_bytes.fetch_sub(c.capacity);
-  ibv_dereg_mr(c.mr);
-  std::free(c.base);
+RegisteredPool::Slab::~Slab() {
+  if (dev == nullptr) return;
+  dev->registered_bytes.fetch_sub(bytes);
+  ibv_dereg_mr(mr);
+  std::free(base);
+}
+
+RegisteredPool::~RegisteredPool() {
+  absl::MutexLock lock(&state_->mu);
+  state_->closed = true;
+  state_->free.clear();  // slabs whose chunks are all idle go now, the rest with their last
 }
 
 void RegisteredPool::Release(const std::shared_ptr<State>& st, Chunk c) {
-  std::lock_guard<std::mutex> lock(st->mu);
-  if (st->closed) {
-    Destroy(*st->dev, c);
-    return;
-  }
-  st->free[c.capacity].push_back(c);
+  absl::MutexLock lock(&st->mu);
+  if (!st->closed) st->free[c.capacity].push_back(std::move(c));
 }
 
 absl::StatusOr<Buffer> RegisteredPool::Get(size_t size) {
-  size_t cap = SizeClass(std::max<size_t>(size, 1));
+  const size_t cap = SizeClass(std::max<size_t>(size, 1));
   Chunk c;
   {
-    std::lock_guard<std::mutex> lock(state_->mu);
+    absl::MutexLock lock(&state_->mu);
     auto& list = state_->free[cap];
     if (!list.empty()) {
-      c = list.back();
+      c = std::move(list.back());
       list.pop_back();
-    } else if (state_->dev->registered_bytes.load() + cap > state_->dev->limit_bytes) {
-      // Give idle chunks of other sizes back before refusing.
-      for (auto& [other, chunks] : state_->free) {
-        for (auto& ch : chunks) Destroy(*state_->dev, ch);
-        chunks.clear();
-      }
-    }
-  }
-  if (c.base == nullptr) {
-    c.capacity = cap;
-    c.base = std::aligned_alloc(4096, cap);
-    if (c.base == nullptr) return absl::ResourceExhaustedError("rdma: out of memory");
-    auto mr = RegisterRange(*state_->dev, c.base, cap);
-    if (!mr.ok()) {
-      std::free(c.base);
-      return mr.status();
-    }
-    c.mr = *mr;
-    auto region = std::make_shared<MemoryRegion>();
-    region->addr = reinterpret_cast<uintptr_t>(c.base);
-    region->length = c.capacity;
-    region->lkey = c.mr->lkey;
-    region->rkey = c.mr->rkey;
-    region->handle = c.mr;
-    c.region = std::move(region);
-  }
-  std::shared_ptr<const MemoryRegion> region = c.region;
-  std::weak_ptr<State> weak = state_;
-  Buffer b = Buffer::Wrap(c.base, size, [weak, dev = state_->dev, c]() mutable {
-    if (auto st = weak.lock()) {
-      Release(st, c);
     } else {
-      Destroy(*dev, c);
+      auto slab = NewSlab(cap);
+      if (!slab.ok() && absl::IsResourceExhausted(slab.status())) {
+        // Give idle chunks back (slabs all of whose chunks are idle are
+        // deregistered) and try once more, one chunk only.
+        state_->free.clear();
+        slab = NewSlab(cap, /*chunks=*/1);
+      }
+      if (!slab.ok()) return slab.status();
+      const size_t n = (*slab)->bytes / cap;
+      auto& same = state_->free[cap];
+      for (size_t i = 1; i < n; ++i) same.push_back(ChunkOf(*slab, i, cap));
+      c = ChunkOf(*slab, 0, cap);
     }
+  }
+  std::shared_ptr<const void> region = c.region;
+  std::byte* base = c.base;
+  std::weak_ptr<State> weak = state_;
+  Buffer b = Buffer::Wrap(base, size, [weak, c = std::move(c)]() mutable {
+    if (auto st = weak.lock()) Release(st, std::move(c));
   });
-  b.set_region(std::move(region));
+  b.set_registration(std::move(region));
   return b;
+}
+
+absl::StatusOr<std::shared_ptr<RegisteredPool::Slab>> RegisteredPool::NewSlab(size_t cap,
+                                                                              size_t chunks) {
+  if (chunks == 0) chunks = std::clamp<size_t>(kSlabBytes / cap, 1, 64);
+  auto slab = std::make_shared<Slab>();
+  slab->dev = state_->dev;
+  slab->bytes = cap * chunks;
+  slab->base = std::aligned_alloc(4096, slab->bytes);
+  if (slab->base == nullptr) return absl::ResourceExhaustedError("rdma: out of memory");
+  auto mr = RegisterRange(*state_->dev, slab->base, slab->bytes);
+  if (!mr.ok()) {
+    std::free(slab->base);
+    slab->base = nullptr;
+    slab->bytes = 0;
+    slab->mr = nullptr;
+    // ~Slab must not deregister what never was.
+    slab->dev = nullptr;
+    return mr.status();
+  }
+  slab->mr = *mr;
+  return slab;
+}
+
+RegisteredPool::Chunk RegisteredPool::ChunkOf(const std::shared_ptr<Slab>& slab, size_t i,
+                                              size_t cap) {
+  Chunk c;
+  c.base = static_cast<std::byte*>(slab->base) + i * cap;
+  c.capacity = cap;
+  c.slab = slab;
+  c.region = std::make_shared<const MemoryRegion>(
+      MemoryRegion{slab->dev.get(), reinterpret_cast<uintptr_t>(c.base), cap, slab->mr->lkey,
+                   slab->mr->rkey});
+  return c;
 }
 
 absl::StatusOr<const MemoryRegion*> EnsureRegistered(const std::shared_ptr<Device>& dev,
                                                      const Buffer& buf) {
-  auto covers = [&](const MemoryRegion* r) {
-    uintptr_t a = reinterpret_cast<uintptr_t>(buf.data());
-    return r != nullptr && r->handle != nullptr && a >= r->addr &&
-           a + buf.size() <= r->addr + r->length;
-  };
-  if (covers(buf.region())) return buf.region();
+  if (const MemoryRegion* r = RegionOf(*dev, buf)) return r;
   Buffer whole = buf.Whole();
   auto mr = RegisterRange(*dev, whole.data(), whole.size());
   if (!mr.ok()) return mr.status();
@@ -145,18 +170,17 @@ absl::StatusOr<const MemoryRegion*> EnsureRegistered(const std::shared_ptr<Devic
   // never left registered, and a reused address is never matched to a
   // stale registration.
   ibv_mr* raw = *mr;
-  std::shared_ptr<MemoryRegion> region(new MemoryRegion, [dev, raw](MemoryRegion* r) {
-    dev->registered_bytes.fetch_sub(raw->length);
-    ibv_dereg_mr(raw);
-    delete r;
-  });
-  region->addr = reinterpret_cast<uintptr_t>(whole.data());
-  region->length = whole.size();
-  region->lkey = raw->lkey;
-  region->rkey = raw->rkey;
-  region->handle = raw;
-  buf.set_region(region);
-  return buf.region();
+  std::shared_ptr<const MemoryRegion> region(
+      new MemoryRegion{dev.get(), reinterpret_cast<uintptr_t>(whole.data()), whole.size(),
+                       raw->lkey, raw->rkey},
+      [dev, raw](const MemoryRegion* r) {
+        dev->registered_bytes.fetch_sub(raw->length);
+        ibv_dereg_mr(raw);
+        delete r;
+      });
+  const MemoryRegion* out = region.get();
+  buf.set_registration(std::move(region));
+  return out;
 }
 
 }  // namespace geops::rdma

@@ -1,6 +1,7 @@
 // RAII owners for the verbs and rdma_cm handles the rdma transport holds.
 // Each handle is released exactly once, in the reverse order of creation,
-// by the unique_ptr that owns it.
+// by the unique_ptr that owns it. (Memory registrations are owned by the
+// Buffers they cover: see memory.h.)
 #pragma once
 
 #include <infiniband/verbs.h>
@@ -19,24 +20,20 @@ struct CmIdDeleter {
     rdma_destroy_id(id);
   }
 };
-struct PdDeleter {
-  void operator()(ibv_pd* pd) const { ibv_dealloc_pd(pd); }
-};
 struct CqDeleter {
   void operator()(ibv_cq* cq) const { ibv_destroy_cq(cq); }
 };
 struct CompChannelDeleter {
   void operator()(ibv_comp_channel* c) const { ibv_destroy_comp_channel(c); }
 };
-struct MrDeleter {
-  void operator()(ibv_mr* mr) const { ibv_dereg_mr(mr); }
+struct SrqDeleter {
+  void operator()(ibv_srq* srq) const { ibv_destroy_srq(srq); }
 };
 
 using EventChannelPtr = std::unique_ptr<rdma_event_channel, EventChannelDeleter>;
 using CmIdPtr = std::unique_ptr<rdma_cm_id, CmIdDeleter>;
-using PdPtr = std::unique_ptr<ibv_pd, PdDeleter>;
 using CqPtr = std::unique_ptr<ibv_cq, CqDeleter>;
 using CompChannelPtr = std::unique_ptr<ibv_comp_channel, CompChannelDeleter>;
-using MrPtr = std::unique_ptr<ibv_mr, MrDeleter>;
+using SrqPtr = std::unique_ptr<ibv_srq, SrqDeleter>;
 
 }  // namespace geops::rdma
