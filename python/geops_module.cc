@@ -30,6 +30,7 @@
 #include "core/base/log.h"
 #include "core/cluster/tier.h"
 #include "core/kv/kv_client.h"
+#include "core/kv/partition.h"
 #include "roles/tier_setup.h"
 #include "roles/wan_policy.h"
 
@@ -129,11 +130,10 @@ ArrayView View(const py::object& obj, const char* what, bool writable) {
   return v;
 }
 
-std::vector<Key> Keys(const std::vector<int64_t>& keys) {
+std::vector<Key> Keys(const std::vector<uint64_t>& keys) {
   std::vector<Key> out;
   out.reserve(keys.size());
   for (size_t i = 0; i < keys.size(); ++i) {
-    if (keys[i] < 0) throw py::value_error(absl::StrFormat("key %d is negative", keys[i]));
     if (i > 0 && keys[i] <= keys[i - 1]) {
       throw py::value_error(absl::StrFormat(
           "keys must be strictly increasing (key %d follows %d)", keys[i], keys[i - 1]));
@@ -236,19 +236,19 @@ class Worker {
     }
   }
 
-  int Push(const std::vector<int64_t>& keys, const py::object& values,
+  int Push(const std::vector<uint64_t>& keys, const py::object& values,
            const std::optional<std::vector<int64_t>>& lens) {
     return Submit(keys, &values, nullptr, lens, msgflag::kPush, true);
   }
-  int Pull(const std::vector<int64_t>& keys, const py::object& out,
+  int Pull(const std::vector<uint64_t>& keys, const py::object& out,
            const std::optional<std::vector<int64_t>>& lens) {
     return Submit(keys, nullptr, &out, lens, msgflag::kPull, false);
   }
-  int PushPull(const std::vector<int64_t>& keys, const py::object& values, const py::object& out,
+  int PushPull(const std::vector<uint64_t>& keys, const py::object& values, const py::object& out,
                const std::optional<std::vector<int64_t>>& lens) {
     return Submit(keys, &values, &out, lens, msgflag::kPush | msgflag::kPull, true);
   }
-  int Init(const std::vector<int64_t>& keys, const py::object& values,
+  int Init(const std::vector<uint64_t>& keys, const py::object& values,
            const std::optional<std::vector<int64_t>>& lens) {
     return Submit(keys, &values, nullptr, lens, msgflag::kPush | msgflag::kInit, false);
   }
@@ -367,7 +367,7 @@ class Worker {
     client_.reset();
   }
 
-  int Submit(const std::vector<int64_t>& key_list, const py::object* values,
+  int Submit(const std::vector<uint64_t>& key_list, const py::object* values,
              const py::object* out, const std::optional<std::vector<int64_t>>& lens,
              uint32_t flags, bool advance) {
     Releases().Drain();
@@ -443,6 +443,11 @@ PYBIND11_MODULE(_geops, m) {
     if (!c.ok()) throw geops::python::ConfigError(std::string(c.status().message()));
     return c->Describe();
   }, "Parses the DMLC_* environment as geops does; raises ConfigError naming the variable.");
+  m.def("spread_key", [](uint64_t index, uint64_t count) {
+    if (count == 0 || index >= count) throw py::value_error("spread_key: expected index < count");
+    return geops::SpreadKey(index, count);
+  }, py::arg("index"), py::arg("count"),
+     "Key number `index` of `count`, spread so that every server owns a share (in order).");
   py::class_<Worker>(m, "Worker")
       .def(py::init<>())
       .def("push", &Worker::Push, py::arg("keys"), py::arg("values"), py::arg("lens") = py::none())

@@ -24,11 +24,11 @@ in the message) or GeopsError (a RuntimeError: a failed request or cluster).
 import atexit
 import sys
 
-from ._geops import ConfigError, GeopsError, config_check
+from ._geops import ConfigError, GeopsError, config_check, spread_key
 from ._geops import Worker as _Worker
 
 __all__ = [
-    "ConfigError", "GeopsError", "Worker", "config_check", "worker", "shutdown", "abort",
+    "ConfigError", "GeopsError", "Worker", "config_check", "spread_key", "worker", "shutdown", "abort",
     "push", "pull", "push_pull", "init", "set_rule", "wait", "rank", "is_master", "trains",
     "num_workers", "shard",
 ]
