@@ -124,6 +124,10 @@ def broadcast_parameters(params, rule="sum", **policy):
         w.wait(w.set_rule(rule, **policy))
         for k, t in zip(keys, tensors):
             w.wait(w.init([k], t.view(-1)))
+        if not w.trains:
+            # Its values are the initial ones; and a pull of a worker that
+            # pushes nothing may be answered with a later round's result.
+            return
     pending = [w.pull([k], t.view(-1)) for k, t in zip(keys, tensors)]
     for ts in pending:
         w.wait(ts)
