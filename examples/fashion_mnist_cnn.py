@@ -146,7 +146,10 @@ def main():
           f"steps_per_epoch={steps} rounds={rounds} "
           f"test_accuracy={f'{acc:.4f}' if shard == 0 else '-'} "
           f"images_per_s={steps * args.batch * args.epochs / train_seconds:.0f} "
-          f"seconds={time.time() - start:.1f}", flush=True)
+          f"seconds={time.time() - start:.1f}"
+          + (f" pulls_in_place={int(gt.geops_worker().lands_in_place)}"
+             f" bytes_copied={gt.geops_worker().bytes_copied}" if distributed else ""),
+          flush=True)
     if distributed:
         gt.shutdown()
     return 0

@@ -38,6 +38,11 @@ __all__ = ["DistributedOptimizer", "broadcast_parameters", "trains", "is_master"
            "shard", "shutdown"]
 
 
+def geops_worker():
+    """This process's geops.Worker (joining the cluster on first use)."""
+    return _geops.worker()
+
+
 def trains():
     return _geops.worker().trains
 
