@@ -90,12 +90,15 @@ def test_a_failing_worker_stops_the_cluster():
     assert "check=FAILED" in out
 
 
-def test_optimizer_keeps_replicas_identical():
+@pytest.mark.parametrize("topology,trainers", [([], 4), (["--central-workers", "1"], 6)])
+def test_optimizer_keeps_replicas_identical(topology, trainers):
+    # With central workers the master worker trains too (DMLC_ENABLE_CENTRAL_WORKER=1).
     pytest.importorskip("torch")
-    rc, out = launch(os.path.join(HERE, "optimizer_worker.py") + " $$")  # a different seed per worker
+    rc, out = launch(os.path.join(HERE, "optimizer_worker.py") + " $$",  # a seed per worker
+                     *topology)
     assert rc == 0, out
-    lines = re.findall(r"replica shard=\d+/4 moved=([0-9.]+) sha256=(\w+)", out)
-    assert len(lines) == 4, out
+    lines = re.findall(rf"replica shard=\d+/{trainers} moved=([0-9.]+) sha256=(\w+)", out)
+    assert len(lines) == trainers, out
     assert all(float(m) > 0 for m, _ in lines), out
     assert len({h for _, h in lines}) == 1, out
 
