@@ -15,6 +15,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -86,6 +87,7 @@ struct ArrayView {
   Buffer buffer;
   DType dtype = DType::kNone;
   size_t elems = 0;
+  size_t itemsize = 0;
 };
 
 ArrayView View(const py::object& obj, const char* what, bool writable) {
@@ -122,6 +124,7 @@ ArrayView View(const py::object& obj, const char* what, bool writable) {
     expect *= info.shape[d];
   }
   v.elems = static_cast<size_t>(info.size);
+  v.itemsize = static_cast<size_t>(info.itemsize);
   // The Buffer holds a reference to the object until the transport is done.
   PyObject* owner = obj.ptr();
   Py_INCREF(owner);
@@ -148,7 +151,7 @@ std::vector<Key> Keys(const std::vector<uint64_t>& keys) {
 std::vector<Buffer> Split(const ArrayView& v, size_t nkeys, const std::optional<std::vector<int64_t>>& lens,
                           const char* what) {
   std::vector<Buffer> out;
-  const size_t item = v.buffer.size() / std::max<size_t>(v.elems, 1);
+  const size_t item = v.itemsize;
   if (!lens || lens->empty()) {
     if (v.elems % nkeys != 0) {
       throw py::value_error(absl::StrFormat(
@@ -335,6 +338,24 @@ class Worker {
     Close(print_stats);
   }
 
+  // Keeps `obj` registered with the transport (RDMA: pinned, with its keys)
+  // until unregister() or shutdown; later requests on it, or on a part of
+  // it, reuse that registration instead of registering per request. It
+  // holds a reference to `obj`. A no-op for the transport over tcp.
+  void Register(const py::object& obj) {
+    Releases().Drain();
+    Live();
+    ArrayView v = View(obj, "array", false);
+    if (tier_->transport().lands_in_place()) Check(client_->Register(v.buffer));
+    std::lock_guard<std::mutex> lock(mu_);
+    registered_[reinterpret_cast<uintptr_t>(v.buffer.data())] = v.buffer;
+  }
+  void Unregister(const py::object& obj) {
+    ArrayView v = View(obj, "array", false);
+    std::lock_guard<std::mutex> lock(mu_);
+    registered_.erase(reinterpret_cast<uintptr_t>(v.buffer.data()));
+  }
+
   int rank() const { return tier_ ? tier_->my_rank() : -1; }
   bool is_master() const { return config_.master_worker; }
   bool trains() const { return trains_; }
@@ -356,6 +377,20 @@ class Worker {
   bool running() const { return tier_ != nullptr; }
 
  private:
+  // `v` as a view of a register()ed Buffer that covers it, when one does.
+  ArrayView Registered(ArrayView v) {
+    const auto p = reinterpret_cast<uintptr_t>(v.buffer.data());
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = registered_.upper_bound(p);
+    if (it == registered_.begin()) return v;
+    --it;
+    const Buffer& r = it->second;
+    if (p + v.buffer.size() <= it->first + r.size()) {
+      v.buffer = r.Slice(p - it->first, v.buffer.size());
+    }
+    return v;
+  }
+
   void Live() const {
     if (!tier_) throw GeopsError("this worker has left the cluster (shutdown() or abort())");
   }
@@ -365,6 +400,8 @@ class Worker {
     if (print_stats) PrintTierStats(config_, *tier_);
     tier_.reset();  // first: its receive thread calls into the client
     client_.reset();
+    std::lock_guard<std::mutex> lock(mu_);
+    registered_.clear();
   }
 
   int Submit(const std::vector<uint64_t>& key_list, const py::object* values,
@@ -377,13 +414,13 @@ class Worker {
     DType dtype = DType::kNone;
     std::vector<Buffer> registered;
     if (values) {
-      ArrayView v = View(*values, "values", false);
+      ArrayView v = Registered(View(*values, "values", false));
       dtype = v.dtype;
       req.values = Split(v, keys.size(), lens, "values");
       registered.push_back(v.buffer);
     }
     if (out) {
-      ArrayView o = View(*out, "out", true);
+      ArrayView o = Registered(View(*out, "out", true));
       if (dtype != DType::kNone && o.dtype != dtype) {
         throw py::type_error(absl::StrFormat("out is %s but values are %s: use one dtype",
                                              DTypeName(o.dtype), DTypeName(dtype)));
@@ -394,7 +431,7 @@ class Worker {
         // Each key's result has the size of what was pushed for it.
         out_lens = std::vector<int64_t>();
         for (const Buffer& b : req.values) {
-          out_lens->push_back(static_cast<int64_t>(b.size() / (o.buffer.size() / std::max<size_t>(o.elems, 1))));
+          out_lens->push_back(static_cast<int64_t>(b.size() / o.itemsize));
         }
       }
       req.destinations = Split(o, keys.size(), out_lens, "out");
@@ -428,6 +465,7 @@ class Worker {
   std::unique_ptr<KVClient> client_;
   std::mutex mu_;
   absl::flat_hash_map<Key, uint64_t> rounds_;  // guarded by mu_
+  std::map<uintptr_t, Buffer> registered_;       // by start address; guarded by mu_
 };
 
 }  // namespace
@@ -460,6 +498,8 @@ PYBIND11_MODULE(_geops, m) {
            py::arg("wan_topk") = py::none(), py::arg("wan_topk_min") = py::none(),
            py::arg("wan_sync") = py::none(), py::arg("wan_staleness") = py::none())
       .def("wait", &Worker::Wait, py::arg("ts"))
+      .def("register", &Worker::Register, py::arg("array"))
+      .def("unregister", &Worker::Unregister, py::arg("array"))
       .def("shutdown", &Worker::Shutdown, py::arg("print_stats") = true)
       .def("abort", &Worker::Abort, py::arg("reason"), py::arg("print_stats") = true)
       .def_property_readonly("rank", &Worker::rank)

@@ -97,6 +97,16 @@ class Worker:
         return self._w.set_rule(rule, lr, average_over, wan_dtype, wan_topk, wan_topk_min,
                                 wan_sync, wan_staleness)
 
+    def register(self, array):
+        """Registers `array` once for the transport (RDMA: pinned memory), so
+        that requests on it, or on any part of it, do not register it again.
+        Holds a reference until unregister() or shutdown. Over tcp it only
+        remembers the array."""
+        self._w.register(_array(array, "array"))
+
+    def unregister(self, array):
+        self._w.unregister(_array(array, "array"))
+
     def wait(self, ts):
         """Blocks until request `ts` completes; raises GeopsError if it failed."""
         self._w.wait(ts)

@@ -159,6 +159,7 @@ class _DistributedOptimizer(torch.optim.Optimizer):
         self._name = {id(p): n for n, p in named}
         self._params = [p for _, p in named if p.requires_grad]
         self._pending = {}  # id(param) -> timestamp of its push_pull this step
+        self._registered = {}  # id(param) -> its gradient, registered with geops
         self._hooks = []
         for p in self._params:
             # The hook of the parameter's AccumulateGrad node runs once p.grad
@@ -183,6 +184,14 @@ class _DistributedOptimizer(torch.optim.Optimizer):
         g = p.grad
         if not g.is_contiguous():
             p.grad = g = g.contiguous()
+        old = self._registered.get(pid)
+        if old is None or old.data_ptr() != g.data_ptr():
+            # Registered once (RDMA: pinned once), not per step; again only
+            # when autograd gives the parameter a new gradient tensor.
+            if old is not None:
+                self._w.unregister(old.view(-1))
+            self._w.register(g.view(-1))
+            self._registered[pid] = g
         g.mul_(self._scale)
         # The sum of every worker's share lands in the gradient itself.
         self._pending[pid] = self._w.push_pull([self._key[pid]], g.view(-1), g.view(-1))
