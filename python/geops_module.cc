@@ -346,7 +346,7 @@ class Worker {
     Releases().Drain();
     Live();
     ArrayView v = View(obj, "array", false);
-    if (tier_->transport().lands_in_place()) Check(client_->Register(v.buffer));
+    if (lands_in_place()) Check(client_->Register(v.buffer));
     std::lock_guard<std::mutex> lock(mu_);
     registered_[reinterpret_cast<uintptr_t>(v.buffer.data())] = v.buffer;
   }
@@ -372,7 +372,9 @@ class Worker {
     return py::make_tuple(shard_->first, shard_->second);
   }
   std::string party() const { return config_.party; }
-  bool lands_in_place() const { return tier_ && tier_->transport().lands_in_place(); }
+  // The rdma transport writes pulled values into registered destinations
+  // (the van decides, as for the C++ trainer).
+  bool lands_in_place() const { return tier_ && config_.local_van == VanType::kRdma; }
   uint64_t bytes_copied() const { return client_ ? client_->bytes_copied() : 0; }
   bool running() const { return tier_ != nullptr; }
 
@@ -437,7 +439,7 @@ class Worker {
       req.destinations = Split(o, keys.size(), out_lens, "out");
       registered.push_back(o.buffer);
     }
-    if (tier_->transport().lands_in_place()) {
+    if (lands_in_place()) {
       for (const Buffer& b : registered) Check(client_->Register(b));
     }
     std::vector<uint64_t> rounds(keys.size());
