@@ -13,6 +13,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "deploy/launcher.h"
 
@@ -45,6 +47,13 @@ summary. Ctrl-C, or any process failing, stops all of them.
                         --env (GEOPS_WAN_TOPK=1%, GEOPS_WAN_SYNC=mixed,
                         MXNET_KVSTORE_USE_HFA=1, ...)
   --epochs N            epochs of --train (default 3)
+  --worker-cmd CMD      every worker (master included) runs CMD through
+                        /bin/sh -c instead of geops, with its DMLC_*
+                        environment, GEOPS_SHARD=i/N (training workers) and
+                        PYTHONUNBUFFERED=1: e.g. a Python program that joins
+                        with `import geops`. CMD failing stops the cluster
+                        like any process; the summary says whether every
+                        worker's command exited 0
   --party-hosts A,B,... one IPv4 address per party, the central party first
                         (default: all on 127.0.0.1). In the WAN lab
                         (deploy/lab), the first address of each lab party.
@@ -132,6 +141,8 @@ int main(int argc, char** argv) {
       t.env["GEOPS_LR"] = value();
     } else if (a == "--train") {
       t.env["GEOPS_TRAIN"] = value();
+    } else if (a == "--worker-cmd") {
+      t.worker_cmd = value();
     } else if (a == "--epochs") {
       t.env["GEOPS_EPOCHS"] = value();
     } else if (a == "--party-hosts") {
@@ -212,6 +223,27 @@ int main(int argc, char** argv) {
   }
   const int trainers = t.parties * t.workers_per_party +
                        (t.central_training ? 1 + t.central_workers : 0);
+  if (!t.worker_cmd.empty()) {
+    // The user's command: every worker's must exit 0; a trainer that prints
+    // geops-train-worker lines (examples/) also reports its accuracy.
+    int workers = 0, workers_ok = 0;
+    for (const auto& r : results) {
+      if (!absl::StrContains(r.name, "worker")) continue;
+      ++workers;
+      workers_ok += r.exit_code == 0 ? 1 : 0;
+    }
+    const bool ok = failed == 0 && workers_ok == workers;
+    std::printf("\nsummary: command workers=%d/%d rounds=%d test_accuracy=%s "
+                "local_tier_bytes=%llu global_tier_bytes=%llu malformed=%llu processes_failed=%d "
+                "check=%s\n",
+                workers_ok, workers, sum.rounds,
+                sum.test_accuracy >= 0 ? absl::StrFormat("%.4f", sum.test_accuracy).c_str() : "-",
+                static_cast<unsigned long long>(sum.bytes_by_tier["local"]),
+                static_cast<unsigned long long>(sum.bytes_by_tier["global"]),
+                static_cast<unsigned long long>(sum.malformed), failed,
+                ok ? "every worker's command exited 0" : "FAILED");
+    return ok ? 0 : 1;
+  }
   if (t.env.count("GEOPS_TRAIN")) {
     // The example trainer: no exact result to check, an accuracy to report.
     const bool ok = failed == 0 && sum.learners_reporting == trainers && sum.test_accuracy >= 0;

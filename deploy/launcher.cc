@@ -117,7 +117,7 @@ absl::StatusOr<std::vector<ProcessSpec>> Plan(const Topology& t) {
   int shard = 0;
   auto add = [&](std::string name, std::string tier, std::map<std::string, std::string> env) {
     for (const auto& [k, v] : common) env.try_emplace(k, v);
-    out.push_back({std::move(name), std::move(tier), std::move(env)});
+    out.push_back({std::move(name), std::move(tier), std::move(env), {}});
   };
 
   add("global_scheduler", "central", {{"DMLC_ROLE_GLOBAL", "global_scheduler"}});
@@ -155,9 +155,11 @@ absl::StatusOr<std::vector<ProcessSpec>> Plan(const Topology& t) {
       if (!central || t.central_training) {
         env.try_emplace("GEOPS_SHARD", absl::StrCat(shard++, "/", all_workers));
       }
+      if (!t.worker_cmd.empty()) env.try_emplace("PYTHONUNBUFFERED", "1");
       add(absl::StrCat(name, central && w == 0 ? ".master_worker" : ".worker",
                        central && w == 0 ? "" : absl::StrCat(w)),
           name, with(env));
+      if (!t.worker_cmd.empty()) out.back().argv = {"/bin/sh", "-c", t.worker_cmd};
     }
     return absl::OkStatus();
   };
@@ -207,8 +209,12 @@ absl::Status Cluster::Start(const std::vector<ProcessSpec>& specs) {
     std::vector<char*> envp;
     for (auto& s : env_strings) envp.push_back(s.data());
     envp.push_back(nullptr);
-    std::string bin = options_.binary;
-    char* argv[] = {bin.data(), nullptr};
+    std::vector<std::string> args = spec.argv;
+    if (args.empty()) args = {options_.binary};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    std::string bin = args[0];
     pid_t parent = getpid();
 
     pid_t pid = fork();
@@ -219,7 +225,7 @@ absl::Status Cluster::Start(const std::vector<ProcessSpec>& specs) {
       if (getppid() != parent) _exit(127);
       dup2(pipefd[1], STDOUT_FILENO);
       dup2(err_fd, STDERR_FILENO);
-      execve(bin.c_str(), argv, envp.data());
+      execve(bin.c_str(), argv.data(), envp.data());
       _exit(127);
     }
     close(pipefd[1]);

@@ -31,12 +31,18 @@ struct Topology {
   std::vector<std::string> party_hosts;
   // Extra variables for every process (GEOPS_*, PS_VERBOSE, ...).
   std::map<std::string, std::string> env;
+  // A command every worker runs instead of `geops` (through /bin/sh -c),
+  // with the worker's DMLC_* environment and GEOPS_SHARD, e.g. a Python
+  // training program that joins with `import geops`. Empty: geops.
+  std::string worker_cmd;
 };
 
 struct ProcessSpec {
   std::string name;  // e.g. "A.worker1"
   std::string tier;  // "central", "A", ...
   std::map<std::string, std::string> env;
+  // What to run; empty: the geops binary of RunOptions.
+  std::vector<std::string> argv;
 };
 
 // A TCP port on `host` (IPv4) that was free a moment ago, for a scheduler

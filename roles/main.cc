@@ -13,7 +13,14 @@
 #include "transport/curve.h"
 
 int main(int argc, char** argv) {
+  bool check_only = false;
   for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--check-config") == 0) {
+      // Parse the environment as a real start would, then stop: for
+      // deployment recipes (containers, manifests) to test their env.
+      check_only = true;
+      continue;
+    }
     if (std::strcmp(argv[i], "--gen-keyfile") == 0) {
       if (i + 1 >= argc) {
         std::fprintf(stderr, "geops: --gen-keyfile needs a file name\n");
@@ -62,6 +69,12 @@ int main(int argc, char** argv) {
       return 2;
     }
     trainer = *t;
+  }
+  if (check_only) {
+    std::printf("geops: configuration ok: %s%s\n", config->Describe().c_str(),
+                learn ? " (example trainer)" : "");
+    for (const auto& w : config->warnings) std::printf("geops: note: %s\n", w.c_str());
+    return 0;
   }
   geops::log::SetVerbosity(config->verbose);
   geops::log::SetName(absl::StrFormat("%s pid %d", config->Describe(), getpid()));

@@ -22,3 +22,12 @@ cmake --build "$scratch/consumer" >/dev/null
 "$scratch/consumer/consumer" > "$scratch/consumer.txt"
 grep -q "consumer ok" "$scratch/consumer.txt"
 echo "installed package found and linked"
+# The Python package, when built: where the install put it, importable.
+py=$(sed -n 's/^Python3_EXECUTABLE:[A-Z]*=//p' "$build_dir/CMakeCache.txt")
+if [ -f "$build_dir/python/geops/__init__.py" ] && [ -n "$py" ]; then
+  site=$(sed -n 's/^GEOPS_PYTHON_INSTALL_DIR:[A-Z]*=//p' "$build_dir/CMakeCache.txt")
+  (cd "$scratch" && PYTHONPATH="$scratch/prefix/$site" "$py" -c \
+    'import geops, geops._geops; assert geops.__file__.startswith("'"$scratch"'")')
+  test -f "$scratch/prefix/share/geops/examples/fashion_mnist_cnn.py"
+  echo "installed Python package imported from $site"
+fi

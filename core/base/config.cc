@@ -537,10 +537,13 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
 std::string ConfigHelp() {
   return R"(geops: a two-tier parameter server (GeoMX / ps-lite compatible).
 
-usage: geops [--help] [--gen-keyfile FILE]
+usage: geops [--help] [--gen-keyfile FILE] [--check-config]
   The role and the whole topology come from the environment, exactly as for
   GeoMX and ps-lite. A worker role runs the built-in synthetic trainer; a
-  training program links libgeops and uses geops::KVWorker instead.
+  training program links libgeops and uses geops::KVWorker instead (or, in
+  Python, `import geops`). --check-config parses the environment, prints
+  "configuration ok: ROLE" and exits 0, or prints the error and exits 2,
+  without starting anything.
 
 Roles
   DMLC_ROLE                 scheduler | server | worker: the role in the party
