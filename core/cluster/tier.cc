@@ -276,7 +276,10 @@ void Tier::ReceiveLoop() {
       log::Error("%s: receive failed: %s", options_.label, msg.status().ToString());
       continue;
     }
-    log::Verbose(2, "%s: recv %s", options_.label, msg->DebugString());
+    // Per message: build the text only when it will be written.
+    if (log::Verbosity() >= 2) {
+      log::Verbose(2, "%s: recv %s", options_.label, msg->DebugString());
+    }
     Handle(std::move(*msg));
     busy = true;
     NotifyAbortOnce();
@@ -297,7 +300,7 @@ void Tier::SendControl(int to, Command cmd, Buffer body) {
   m.header.sender = my_id_;
   m.header.recipient = to;
   if (!body.empty()) m.segments.push_back(std::move(body));
-  log::Verbose(2, "%s: send %s", options_.label, m.DebugString());
+  if (log::Verbosity() >= 2) log::Verbose(2, "%s: send %s", options_.label, m.DebugString());
   if (auto s = transport_->Send(m); !s.ok()) {
     log::Warn("%s: cannot send %s to %s: %s", options_.label, CommandName(cmd), Describe(to),
               s.message());
@@ -306,7 +309,7 @@ void Tier::SendControl(int to, Command cmd, Buffer body) {
 
 absl::Status Tier::Send(Message msg) {
   msg.header.sender = my_id_;
-  log::Verbose(2, "%s: send %s", options_.label, msg.DebugString());
+  if (log::Verbosity() >= 2) log::Verbose(2, "%s: send %s", options_.label, msg.DebugString());
   return transport_->Send(msg);
 }
 
