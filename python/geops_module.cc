@@ -375,7 +375,13 @@ class Worker {
   // The rdma transport writes pulled values into registered destinations
   // (the van decides, as for the C++ trainer).
   bool lands_in_place() const { return tier_ && config_.local_van == VanType::kRdma; }
-  uint64_t bytes_copied() const { return client_ ? client_->bytes_copied() : 0; }
+  // Copies into the caller's arrays: the client's (small values, eager
+  // rdma messages) and the tcp transport's (large values moved out of
+  // ZeroMQ's frames as they arrive).
+  uint64_t bytes_copied() const {
+    if (!client_) return 0;
+    return client_->bytes_copied() + (tier_ ? tier_->stats().bytes_staged.load() : 0);
+  }
   bool running() const { return tier_ != nullptr; }
 
  private:
