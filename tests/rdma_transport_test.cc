@@ -3,6 +3,7 @@
 #include <thread>
 
 #include "rdma_env.h"
+#include "tests/transport_contract.h"
 #include "transport/rdma/rdma_transport.h"
 
 using namespace geops;
@@ -58,6 +59,19 @@ Pair MakePair(RdmaOptions o = {}) {
 }
 
 }  // namespace
+
+// What every transport promises (tests/transport_contract.h; tcp and
+// in-process run it on the host).
+TEST_CASE("transport contract: rdma", "[rdma]") {
+  const std::string ip = testing::RdmaIps()[1];
+  testing::TransportContract(
+      [] {
+        auto t = MakeRdmaTransport(RdmaOptions{});
+        REQUIRE(t.ok());
+        return std::move(*t);
+      },
+      ip);
+}
 
 TEST_CASE("rdma: small and large messages arrive intact, zero-copy for large ones",
           "[rdma]") {
