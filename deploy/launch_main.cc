@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/match.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
 #include "deploy/launcher.h"
 
@@ -143,6 +144,11 @@ int main(int argc, char** argv) {
       t.env["GEOPS_TRAIN"] = value();
     } else if (a == "--worker-cmd") {
       t.worker_cmd = value();
+      if (absl::StripAsciiWhitespace(t.worker_cmd).empty()) {
+        std::fprintf(stderr, "geops-launch: --worker-cmd \"%s\": expected a command\n",
+                     t.worker_cmd.c_str());
+        return 2;
+      }
     } else if (a == "--epochs") {
       t.env["GEOPS_EPOCHS"] = value();
     } else if (a == "--party-hosts") {
