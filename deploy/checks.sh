@@ -106,7 +106,7 @@ stage_asan() {
   t0=$(date +%s)
   rm -rf "$reports" && mkdir -p "$reports"
   (cd "$dir" && "$vm" -m 3G -t 900 -e "ASAN_OPTIONS=$asan" -e "UBSAN_OPTIONS=$ubsan" \
-    './tests/geops_rdma_tests "[rdma]"') || rc=$?
+    "bash $root/tests/stacks_on_hang.sh 800 ./tests/geops_rdma_tests '[rdma]' -d yes") || rc=$?
   check_reports asan "$dir" "$reports" "$dir/stage-start" || rc=1
   echo "checks[asan]: RDMA suite ran in the SoftRoCE VM in $(elapsed "$t0")"
   return $rc

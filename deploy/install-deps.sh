@@ -7,11 +7,12 @@ set -euo pipefail
 # pybind11-dev and python3-dev build the Python module (import geops) for
 # Debian's python3; python3-numpy, python3-torch and python3-pytest run it,
 # its tests and examples/fashion_mnist_cnn.py; python3-yaml and docker-compose
-# (its offline `config` check) validate the container recipes.
+# (its offline `config` check) validate the container recipes. gdb prints the
+# stacks of a test that hangs (tests/stacks_on_hang.sh).
 packages=(build-essential cmake pkg-config libzmq3-dev libabsl-dev catch2 libibverbs-dev librdmacm-dev
   clang libclang-rt-14-dev tcpdump iproute2 iputils-ping iperf3
   zlib1g-dev dataset-fashion-mnist
-  pybind11-dev python3-dev python3-numpy python3-pytest python3-torch python3-yaml docker-compose)
+  pybind11-dev python3-dev python3-numpy python3-pytest python3-torch python3-yaml docker-compose gdb)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

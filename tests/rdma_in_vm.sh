@@ -16,4 +16,5 @@ if command -v ibv_devices >/dev/null && [ "$(ibv_devices 2>/dev/null | tail -n +
   exit 77
 fi
 cd "$build_dir"
-exec "$vm" -t 900 './tests/geops_rdma_tests "[rdma]"'
+# -d yes: each case's time as it ends; a hang shows its stacks (stacks_on_hang.sh).
+exec "$vm" -t 900 "bash $source_dir/tests/stacks_on_hang.sh 600 ./tests/geops_rdma_tests '[rdma]' -d yes"
