@@ -23,6 +23,7 @@
 #include "bench/kv_bench.h"
 #include "bench/net_util.h"
 #include "deploy/launcher.h"
+#include "roles/report.h"
 
 namespace geops::bench {
 namespace {
@@ -46,15 +47,15 @@ absl::StatusOr<std::vector<ProcessSpec>> SingleTier(const KvCluster& c) {
     return e;
   };
   std::vector<ProcessSpec> specs;
-  specs.push_back({"scheduler", "p", with({{"DMLC_ROLE", "scheduler"}})});
+  specs.push_back({"scheduler", "p", with({{"DMLC_ROLE", "scheduler"}}), {}});
   for (int s = 0; s < c.servers; ++s) {
     specs.push_back({absl::StrCat("server", s), "p",
-                     with({{"DMLC_ROLE", "server"}, {"DMLC_NODE_HOST", c.host}})});
+                     with({{"DMLC_ROLE", "server"}, {"DMLC_NODE_HOST", c.host}}), {}});
   }
   for (int w = 0; w < c.workers; ++w) {
     Env e = {{"DMLC_ROLE", "worker"}, {"DMLC_NODE_HOST", c.worker_host}};
     if (w == 0) e["DMLC_ROLE_MASTER_WORKER"] = "1";
-    specs.push_back({absl::StrCat("worker", w), "p", with(e)});
+    specs.push_back({absl::StrCat("worker", w), "p", with(e), {}});
   }
   return specs;
 }
@@ -94,10 +95,8 @@ struct Row {
 uint64_t ServerRegistrations(const std::string& stdout_text) {
   uint64_t total = 0;
   for (absl::string_view line : absl::StrSplit(stdout_text, '\n')) {
-    if (!absl::StartsWith(line, "geops-stats ")) continue;
-    for (absl::string_view f : absl::StrSplit(line, ' ')) {
-      uint64_t n = 0;
-      if (absl::ConsumePrefix(&f, "registrations=") && absl::SimpleAtoi(f, &n)) total += n;
+    if (auto t = report::TierStats::Parse(std::string_view(line.data(), line.size()))) {
+      total += t->registrations;
     }
   }
   return total;

@@ -4,34 +4,27 @@
 // read from the processes' own counters and logs.
 #include <catch2/catch.hpp>
 
+#include "absl/strings/str_split.h"
 #include "cluster_util.h"
+#include "roles/report.h"
 
 using namespace geops::deploy;
 using namespace geops::testing;
 
 namespace {
 
-// The number after "NAME=" in `text` from `from` on (0 if absent).
-uint64_t NumberAfter(const std::string& text, const std::string& name, size_t from = 0) {
-  size_t at = text.find(" " + name + "=", from);
-  return at == std::string::npos ? 0 : std::stoull(text.substr(at + name.size() + 2));
-}
-
-// NAME of `tier` in a process's geops-stats line.
-uint64_t StatOf(const std::vector<ProcessResult>& results, const std::string& process,
-                const std::string& tier, const std::string& name) {
+// The geops-stats line `process` printed for `tier` ("local" or "global").
+geops::report::TierStats StatsOf(const std::vector<ProcessResult>& results,
+                                 const std::string& process, const std::string& tier) {
   for (const auto& r : results) {
     if (r.name != process) continue;
-    size_t at = r.stdout_text.find("geops-stats ");
-    while (at != std::string::npos) {
-      size_t end = r.stdout_text.find('\n', at);
-      std::string line = r.stdout_text.substr(at, end - at);
-      if (line.find(" tier=" + tier + " ") != std::string::npos) return NumberAfter(line, name);
-      at = r.stdout_text.find("geops-stats ", end);
+    for (absl::string_view line : absl::StrSplit(r.stdout_text, '\n')) {
+      auto t = geops::report::TierStats::Parse(std::string_view(line.data(), line.size()));
+      if (t && t->tier == tier) return *t;
     }
   }
-  FAIL("no " << name << " of tier " << tier << " from " << process);
-  return 0;
+  FAIL("no geops-stats line of tier " << tier << " from " << process);
+  return {};
 }
 
 // Bytes each global server summed ("server done: ... N bytes summed").
@@ -89,14 +82,14 @@ TEST_CASE("hundreds of tiny keys cross the WAN in a few messages per round",
   Outcome out = RunExact(t, 4, nullptr, /*zero_copy=*/false);
   // Per round a party server sends one push-pull per global server (plus
   // heartbeats); without coalescing it would send 600.
-  const uint64_t sent = StatOf(out.results, "A.server0", "global", "sent_msgs");
+  const uint64_t sent = StatsOf(out.results, "A.server0", "global").sent_msgs;
   INFO("A.server0 sent " << sent << " global-tier messages in 20 rounds");
   REQUIRE(sent < 20 * 10);
 
   // The same with coalescing off: one message per key, still exact.
   t.env["GEOPS_WAN_COALESCE_BYTES"] = "0";
   Outcome single = RunExact(t, 4, nullptr, /*zero_copy=*/false);
-  REQUIRE(StatOf(single.results, "A.server0", "global", "sent_msgs") >= 20 * 600);
+  REQUIRE(StatsOf(single.results, "A.server0", "global").sent_msgs >= 20 * 600);
 }
 
 TEST_CASE("ENABLE_P3: sums leave by priority through a small window, still exact",
@@ -111,7 +104,7 @@ TEST_CASE("ENABLE_P3: sums leave by priority through a small window, still exact
   t.env["GEOPS_RULE"] = "sgd";
   Outcome out = RunExact(t, 4, nullptr, /*zero_copy=*/false);
   // Pushes and pulls travel apart: at least two requests per batch.
-  REQUIRE(StatOf(out.results, "A.server0", "global", "sent_msgs") >= 20 * 4);
+  REQUIRE(StatsOf(out.results, "A.server0", "global").sent_msgs >= 20 * 4);
 }
 
 TEST_CASE("GEOPS_WAN_DTYPE: the WAN carries 16 bits per value, the sums stay exact",
@@ -122,20 +115,20 @@ TEST_CASE("GEOPS_WAN_DTYPE: the WAN carries 16 bits per value, the sums stay exa
   t.global_servers = 2;
   t.env["GEOPS_RULE"] = "sum";
   Outcome full = RunExact(t, 4, nullptr, /*zero_copy=*/false);
-  const double full_bytes = StatOf(full.results, "A.server0", "global", "sent_bytes") +
-                            StatOf(full.results, "A.server0", "global", "recv_bytes");
+  const double full_bytes = StatsOf(full.results, "A.server0", "global").sent_bytes +
+                            StatsOf(full.results, "A.server0", "global").recv_bytes;
   for (const char* d : {"fp16", "bf16"}) {
     DYNAMIC_SECTION("GEOPS_WAN_DTYPE=" << d) {
       t.env["GEOPS_WAN_DTYPE"] = d;
       Outcome half = RunExact(t, 4, nullptr, /*zero_copy=*/false);
-      const double bytes = StatOf(half.results, "A.server0", "global", "sent_bytes") +
-                           StatOf(half.results, "A.server0", "global", "recv_bytes");
+      const double bytes = StatsOf(half.results, "A.server0", "global").sent_bytes +
+                           StatsOf(half.results, "A.server0", "global").recv_bytes;
       INFO("party A's WAN bytes: " << bytes << " against " << full_bytes << " in float32");
       REQUIRE(bytes / full_bytes > 0.45);
       REQUIRE(bytes / full_bytes < 0.55);
       // The party's own tier stays float32 (heartbeats aside).
-      const double local = StatOf(half.results, "A.server0", "local", "recv_bytes");
-      REQUIRE(local / StatOf(full.results, "A.server0", "local", "recv_bytes") > 0.99);
+      const double local = StatsOf(half.results, "A.server0", "local").recv_bytes;
+      REQUIRE(local / StatsOf(full.results, "A.server0", "local").recv_bytes > 0.99);
     }
   }
 }

@@ -420,18 +420,23 @@ bool TcpTransport::ExpectInto(int peer_id, int timestamp, std::vector<Buffer> ta
     expected_.erase(expect_order_.begin()->second);
     expect_order_.erase(expect_order_.begin());
   }
+  expected_count_.store(expected_.size(), std::memory_order_release);
   return true;
 }
 
 void TcpTransport::Settle(Message& msg) {
   std::vector<Buffer> targets;
-  {
+  // A server never announces: its receive thread skips the lock. The
+  // announcement happens before the request is sent, so before its answer
+  // arrives.
+  if (expected_count_.load(std::memory_order_acquire) != 0) {
     std::lock_guard<std::mutex> lock(expect_mu_);
     auto it = expected_.find({msg.header.sender, msg.header.timestamp});
     if (it != expected_.end()) {
       targets = std::move(it->second.targets);
       expect_order_.erase(it->second.seq);
       expected_.erase(it);
+      expected_count_.store(expected_.size(), std::memory_order_release);
     }
   }
   uint64_t copied = 0;

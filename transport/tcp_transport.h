@@ -127,6 +127,7 @@ class TcpTransport final : public Transport {
   std::map<std::pair<int, int>, Expected> expected_;  // by (peer, timestamp)
   std::map<uint64_t, std::pair<int, int>> expect_order_;
   uint64_t expect_seq_ = 0;
+  std::atomic<size_t> expected_count_{0};  // expected_.size(), read without the lock
 
   std::optional<CurveKeys> curve_;
   bool watch_disconnects_ = false;
