@@ -61,9 +61,9 @@ absl::Status RunBenchWorker(const std::string& not_a_worker, const WorkerBody& b
   if (c->role != Role::kWorker) return absl::InvalidArgumentError(not_a_worker);
   TierOptions to = MakeTierOptions(*c, /*global=*/false, Role::kWorker);
   to.self.master = c->master_worker;
-  auto t = Tier::Create(to);
+  auto t = TierNode::Create(to);
   if (!t.ok()) return t.status();
-  std::unique_ptr<Tier> tier = std::move(*t);
+  std::unique_ptr<TierNode> tier = std::move(*t);
   auto kv = std::make_unique<KVWorker<float>>(*tier);
   if (auto s = tier->Start(); !s.ok()) return s;
   const NodeInfo* me = tier->Find(tier->my_id());  // the scheduler decided who trains

@@ -10,7 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/base/config.h"
-#include "core/cluster/tier.h"
+#include "core/cluster/tier_node.h"
 #include "core/kv/kv_worker.h"
 
 namespace geops::bench {
@@ -29,7 +29,7 @@ std::string LastLine(const std::string& path);
 // the DMLC_* environment (`not_a_worker` is the error when DMLC_ROLE is not
 // worker), its tier joined, `body` run (with whether the scheduler made it
 // a trainer), then the tier left, or aborted naming the worker's error.
-using WorkerBody = std::function<absl::Status(const Config&, Tier&, KVWorker<float>&, bool trains)>;
+using WorkerBody = std::function<absl::Status(const Config&, TierNode&, KVWorker<float>&, bool trains)>;
 absl::Status RunBenchWorker(const std::string& not_a_worker, const WorkerBody& body);
 
 // main() of a bench that starts its own cluster: a process started with

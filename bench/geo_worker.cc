@@ -13,7 +13,7 @@
 #include "bench/geo_bench.h"
 #include "bench/geo_models.h"
 #include "core/base/config.h"
-#include "core/cluster/tier.h"
+#include "core/cluster/tier_node.h"
 #include "core/kv/kv_worker.h"
 #include "core/kv/partition.h"
 #include "roles/trainer.h"
@@ -40,7 +40,7 @@ uint64_t SumField(const std::vector<Buffer>& answers, absl::string_view name) {
 
 class GeoWorker {
  public:
-  GeoWorker(const GeoWorkload& w, const Config& c, Tier& tier, KVWorker<float>& kv)
+  GeoWorker(const GeoWorkload& w, const Config& c, TierNode& tier, KVWorker<float>& kv)
       : w_(w), c_(c), tier_(tier), kv_(kv) {}
 
   absl::Status Run(bool trains) {
@@ -254,7 +254,7 @@ class GeoWorker {
 
   const GeoWorkload& w_;
   const Config& c_;
-  Tier& tier_;
+  TierNode& tier_;
   KVWorker<float>& kv_;
   ModelShape model_;
   std::vector<Key> keys_;
@@ -269,7 +269,7 @@ class GeoWorker {
 absl::Status RunGeoWorker(const GeoWorkload& w) {
   return RunBenchWorker(
       "geops-bench-geo runs its own cluster: start it without DMLC_ROLE (see --help)",
-      [&](const Config& c, Tier& tier, KVWorker<float>& kv, bool trains) {
+      [&](const Config& c, TierNode& tier, KVWorker<float>& kv, bool trains) {
         return GeoWorker(w, c, tier, kv).Run(trains);
       });
 }

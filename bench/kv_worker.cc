@@ -10,7 +10,7 @@
 #include "bench/kv_bench.h"
 #include "bench/percentiles.h"
 #include "core/base/config.h"
-#include "core/cluster/tier.h"
+#include "core/cluster/tier_node.h"
 #include "core/kv/kv_worker.h"
 #include "core/kv/partition.h"
 
@@ -29,7 +29,7 @@ uint64_t MinorFaults() {
 
 class WorkerBench {
  public:
-  WorkerBench(const KvWorkload& w, Tier& tier, KVWorker<float>& kv, bool master, bool trains,
+  WorkerBench(const KvWorkload& w, TierNode& tier, KVWorker<float>& kv, bool master, bool trains,
               bool rdma)
       : w_(w), tier_(tier), kv_(kv), master_(master), trains_(trains), rdma_(rdma) {}
 
@@ -171,7 +171,7 @@ class WorkerBench {
   }
 
   const KvWorkload& w_;
-  Tier& tier_;
+  TierNode& tier_;
   KVWorker<float>& kv_;
   const bool master_;
   const bool trains_;
@@ -187,7 +187,7 @@ absl::Status RunKvWorker(const KvWorkload& w) {
   return RunBenchWorker(
       "without --local or --geomx, geops-bench-kv is a worker: set DMLC_ROLE=worker and the "
       "rest of the DMLC_* environment (see geops --help)",
-      [&](const Config& c, Tier& tier, KVWorker<float>& kv, bool trains) {
+      [&](const Config& c, TierNode& tier, KVWorker<float>& kv, bool trains) {
         return WorkerBench(w, tier, kv, c.master_worker, trains, c.local_van == VanType::kRdma)
             .Run();
       });

@@ -29,7 +29,7 @@
 #include "core/base/buffer.h"
 #include "core/base/config.h"
 #include "core/base/log.h"
-#include "core/cluster/tier.h"
+#include "core/cluster/tier_node.h"
 #include "core/kv/kv_client.h"
 #include "core/kv/partition.h"
 #include "roles/tier_setup.h"
@@ -212,7 +212,7 @@ class Worker {
 
     TierOptions to = MakeTierOptions(config_, false, Role::kWorker);
     to.self.master = config_.master_worker;
-    auto t = Tier::Create(to);
+    auto t = TierNode::Create(to);
     if (!t.ok()) throw ConfigError(std::string(t.status().message()));
     tier_ = std::move(*t);
     client_ = std::make_unique<KVClient>(*tier_);  // its handler, before Start
@@ -469,7 +469,7 @@ class Worker {
   Config config_;
   std::optional<std::pair<int, int>> shard_;
   bool trains_ = false;
-  std::unique_ptr<Tier> tier_;
+  std::unique_ptr<TierNode> tier_;
   std::unique_ptr<KVClient> client_;
   std::mutex mu_;
   absl::flat_hash_map<Key, uint64_t> rounds_;  // guarded by mu_

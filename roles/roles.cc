@@ -8,7 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/base/log.h"
-#include "core/cluster/tier.h"
+#include "core/cluster/tier_node.h"
+#include "core/cluster/tier_scheduler.h"
 #include "core/kv/kv_client.h"
 #include "core/kv/kv_server.h"
 #include "core/kv/aggregator.h"
@@ -51,7 +52,7 @@ void PrintTierStats(const Config& c, const Tier& tier) {
 
 absl::Status RunScheduler(const Config& c) {
   bool global = c.global_role == Role::kScheduler;
-  auto tier = Tier::Create(MakeTierOptions(c, global, Role::kScheduler));
+  auto tier = TierScheduler::Create(MakeTierOptions(c, global, Role::kScheduler));
   if (!tier.ok()) return tier.status();
   if (auto s = (*tier)->Start(); !s.ok()) return s;
   absl::Status done = (*tier)->WaitDone();
@@ -64,7 +65,7 @@ namespace {
 
 // A failure in one tier stops the other: a party server whose workers died
 // must not leave the global tier waiting for its contribution.
-void LinkAborts(Tier& a, Tier& b) {
+void LinkAborts(TierNode& a, TierNode& b) {
   a.add_abort_handler([&b, label = a.label()](const std::string& why) {
     b.Abort(absl::StrCat(label, " tier: ", why));
   });
@@ -89,12 +90,12 @@ absl::Status RunServer(const Config& c) {
   std::unique_ptr<Aggregator> agg;
   std::unique_ptr<KVClient> upstream;
   std::unique_ptr<KVServer> global_server, local_server;
-  std::unique_ptr<Tier> global, local;
+  std::unique_ptr<TierNode> global, local;
   // Runs first on every return: both tiers' threads are joined before any
   // of the objects they call into (the other tier included) is destroyed.
   struct StopTiers {
-    std::unique_ptr<Tier>& global;
-    std::unique_ptr<Tier>& local;
+    std::unique_ptr<TierNode>& global;
+    std::unique_ptr<TierNode>& local;
     ~StopTiers() {
       if (global) global->Stop();
       if (local) local->Stop();
@@ -102,12 +103,12 @@ absl::Status RunServer(const Config& c) {
   } stop_tiers{global, local};
 
   if (has_global) {
-    auto t = Tier::Create(MakeTierOptions(c, true, top ? Role::kServer : Role::kWorker));
+    auto t = TierNode::Create(MakeTierOptions(c, true, top ? Role::kServer : Role::kWorker));
     if (!t.ok()) return t.status();
     global = std::move(*t);
   }
   TierOptions lo = MakeTierOptions(c, false, Role::kServer);
-  auto lt = Tier::Create(lo);
+  auto lt = TierNode::Create(lo);
   if (!lt.ok()) return lt.status();
   local = std::move(*lt);
 

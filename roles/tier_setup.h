@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_format.h"
 #include "core/base/config.h"
-#include "core/cluster/tier.h"
+#include "core/cluster/tier_node.h"
 #include "core/kv/kv_worker.h"
 
 namespace geops {
@@ -21,12 +21,12 @@ void PrintTierStats(const Config& c, const Tier& tier);
 // the error, and prints the stats line.
 template <typename Val>
 absl::Status RunWorker(
-    const Config& c, const std::function<absl::Status(Tier&, KVWorker<Val>&, bool trains)>& body) {
+    const Config& c, const std::function<absl::Status(TierNode&, KVWorker<Val>&, bool trains)>& body) {
   TierOptions to = MakeTierOptions(c, false, Role::kWorker);
   to.self.master = c.master_worker;
-  auto t = Tier::Create(to);
+  auto t = TierNode::Create(to);
   if (!t.ok()) return t.status();
-  std::unique_ptr<Tier> tier = std::move(*t);
+  std::unique_ptr<TierNode> tier = std::move(*t);
   auto kv = std::make_unique<KVWorker<Val>>(*tier);  // its handler, before Start
   if (auto s = tier->Start(); !s.ok()) {
     tier.reset();  // before the worker: its receive thread calls into it

@@ -9,7 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "core/base/log.h"
-#include "core/cluster/tier.h"
+#include "core/cluster/tier_node.h"
 #include "core/kv/dtype_ops.h"
 #include "core/kv/kv_worker.h"
 #include "core/kv/partition.h"
@@ -37,7 +37,7 @@ class Trainer {
   Trainer(const Config& c, const TrainerOptions& o) : c_(c), o_(o) {}
 
   absl::Status Run() {
-    return RunWorker<T>(c_, [this](Tier& tier, KVWorker<T>& kv, bool trains) {
+    return RunWorker<T>(c_, [this](TierNode& tier, KVWorker<T>& kv, bool trains) {
       tier_ = &tier;
       kv_ = &kv;
       return Train(trains);
@@ -262,7 +262,7 @@ class Trainer {
   const TrainerOptions& o_;
   // RunWorker's, while Train runs.
   KVWorker<T>* kv_ = nullptr;
-  Tier* tier_ = nullptr;
+  TierNode* tier_ = nullptr;
   std::vector<Key> keys_;
   size_t bytes_per_round_ = 0;
   uint64_t checked_ = 0;

@@ -8,7 +8,8 @@
 #include <thread>
 #include <vector>
 
-#include "core/cluster/tier.h"
+#include "core/cluster/tier_node.h"
+#include "core/cluster/tier_scheduler.h"
 #include "core/kv/aggregator.h"
 #include "core/kv/kv_server.h"
 #include "core/kv/kv_worker.h"
@@ -32,10 +33,10 @@ inline TierOptions InProcOptions(Role role, int servers, int workers, int schedu
 class InProcCluster {
  public:
   InProcCluster(int servers, int workers) : servers_(servers), workers_(workers) {
-    scheduler = Make(Role::kScheduler);
-    for (int i = 0; i < servers; ++i) server_tiers.push_back(Make(Role::kServer));
+    scheduler = Make<TierScheduler>(Role::kScheduler);
+    for (int i = 0; i < servers; ++i) server_tiers.push_back(Make<TierNode>(Role::kServer));
     for (int i = 0; i < workers; ++i) {
-      worker_tiers.push_back(Make(Role::kWorker));
+      worker_tiers.push_back(Make<TierNode>(Role::kWorker));
       if (i == 0) worker_tiers.back()->mutable_self().master = true;
       kv.push_back(std::make_unique<KVWorker<float>>(*worker_tiers.back()));
     }
@@ -63,7 +64,7 @@ class InProcCluster {
     std::vector<absl::Status> status(servers_ + workers_);
     std::vector<std::thread> threads;
     for (int i = 0; i < servers_ + workers_; ++i) {
-      Tier* t = i < servers_ ? server_tiers[i].get() : worker_tiers[i - servers_].get();
+      TierNode* t = i < servers_ ? server_tiers[i].get() : worker_tiers[i - servers_].get();
       threads.emplace_back([t, &status, i] { status[i] = t->Start(); });
     }
     for (auto& th : threads) th.join();
@@ -97,16 +98,17 @@ class InProcCluster {
   }
 
   std::shared_ptr<InProcNetwork> network = std::make_shared<InProcNetwork>();
-  std::unique_ptr<Tier> scheduler;
-  std::vector<std::unique_ptr<Tier>> server_tiers, worker_tiers;
+  std::unique_ptr<TierScheduler> scheduler;
+  std::vector<std::unique_ptr<TierNode>> server_tiers, worker_tiers;
   std::vector<std::unique_ptr<Aggregator>> aggregators;
   std::vector<std::unique_ptr<KVServer>> kv_servers;
   std::vector<std::unique_ptr<KVWorker<float>>> kv;
 
  private:
-  std::unique_ptr<Tier> Make(Role role) {
-    return Tier::Create(InProcOptions(role, servers_, workers_, kSchedulerPort),
-                        std::make_unique<InProcTransport>(network));
+  template <typename T>
+  std::unique_ptr<T> Make(Role role) {
+    return T::Create(InProcOptions(role, servers_, workers_, kSchedulerPort),
+                     std::make_unique<InProcTransport>(network));
   }
   static constexpr int kSchedulerPort = 9000;
   const int servers_, workers_;

@@ -11,7 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "core/base/log.h"
-#include "core/cluster/tier.h"
+#include "core/cluster/tier_node.h"
 #include "core/kv/kv_worker.h"
 #include "core/kv/partition.h"
 #include "roles/report.h"
@@ -47,7 +47,7 @@ class Learner {
   Learner(const Config& c, const LearnOptions& o) : c_(c), o_(o) {}
 
   absl::Status Run() {
-    return RunWorker<float>(c_, [this](Tier& tier, KVWorker<float>& kv, bool trains) {
+    return RunWorker<float>(c_, [this](TierNode& tier, KVWorker<float>& kv, bool trains) {
       tier_ = &tier;
       kv_ = &kv;
       return Train(trains);
@@ -196,7 +196,7 @@ class Learner {
   const Config& c_;
   const LearnOptions& o_;
   KVWorker<float>* kv_ = nullptr;  // RunWorker's, while Train runs
-  Tier* tier_ = nullptr;
+  TierNode* tier_ = nullptr;
   std::vector<Key> keys_;
   std::vector<Buffer> got_;
   double accuracy_ = 0;

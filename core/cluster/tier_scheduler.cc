@@ -1,16 +1,46 @@
-// The scheduler side of a Tier: registration, id assignment, barriers,
-// liveness and the end of the tier. The node side is in tier.cc.
+#include "core/cluster/tier_scheduler.h"
+
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "core/base/log.h"
-#include "core/cluster/tier.h"
 
 namespace geops {
 
-bool Tier::AcceptedAsSchedulerLocked(const Message& msg) {
+absl::StatusOr<std::unique_ptr<TierScheduler>> TierScheduler::Create(TierOptions options) {
+  auto transport = MakeTransport(options.transport);
+  if (!transport.ok()) return transport.status();
+  return Create(std::move(options), std::move(*transport));
+}
+
+std::unique_ptr<TierScheduler> TierScheduler::Create(TierOptions options,
+                                                     std::unique_ptr<Transport> transport) {
+  return std::unique_ptr<TierScheduler>(
+      new TierScheduler(std::move(options), std::move(transport)));
+}
+
+TierScheduler::TierScheduler(TierOptions options, std::unique_ptr<Transport> transport)
+    : Tier(std::move(options), std::move(transport)) {}
+
+TierScheduler::~TierScheduler() { Stop(); }
+
+absl::Status TierScheduler::Start() {
+  const TierConfig& c = options_.cluster;
+  auto port = transport_->Listen(c.scheduler_addr, c.scheduler_port);
+  if (!port.ok()) return port.status();
+  my_id_ = kSchedulerId;
+  my_rank_ = 0;
+  started_at_ = absl::Now();
+  last_tick_ = started_at_;
+  log::Verbose(1, "%s scheduler listening on %s:%d, waiting for %d servers and %d workers",
+               options_.label, c.scheduler_addr, *port, c.num_servers, c.num_workers);
+  StartReceiving(nullptr);
+  return absl::OkStatus();
+}
+
+bool TierScheduler::AcceptedLocked(const Message& msg) {
   const Header& h = msg.header;
   if (h.command == Command::kRegister) {
     if (h.sender == 0) return true;
@@ -48,7 +78,7 @@ bool Tier::AcceptedAsSchedulerLocked(const Message& msg) {
   }
 }
 
-std::string Tier::CheckRegistrationLocked(const NodeInfo& n) const {
+std::string TierScheduler::CheckRegistrationLocked(const NodeInfo& n) const {
   for (const auto& p : pending_) {
     const NodeInfo& o = p.info;
     if (n.master && o.master) {
@@ -77,7 +107,7 @@ std::string Tier::CheckRegistrationLocked(const NodeInfo& n) const {
   return "";
 }
 
-void Tier::RegisterLocked(Message&& msg) {
+void TierScheduler::OnRegisterLocked(Message&& msg) {
   if (msg.segments.size() != 1) {
     Reject(msg, "a registration without a node record");
     return;
@@ -116,7 +146,7 @@ void Tier::RegisterLocked(Message&& msg) {
   }
   // The path back: the acknowledgement, and any abort before the table.
   // The node binds the scheduler to this one connection, so the table
-  // later travels on it too (Alias in AssignIds).
+  // later travels on it too (Alias in AssignIdsLocked).
   int temp_id = next_temp_id_--;
   if (auto s = transport_->Connect(temp_id, info->host, info->port); !s.ok()) {
     log::Warn("%s scheduler: cannot answer the %s at %s: %s", options_.label,
@@ -141,7 +171,7 @@ void Tier::RegisterLocked(Message&& msg) {
     // A misconfigured cluster cannot complete: stop it now, not at the
     // start-up timeout.
     SendControl(temp_id, Command::kAbort, EncodeText(problem));
-    FailLocked(problem, true);
+    FailAndTellLocked(problem);
     ++told_of_abort_;  // the node just refused
     return;
   }
@@ -151,26 +181,26 @@ void Tier::RegisterLocked(Message&& msg) {
   SendControl(temp_id, Command::kRegisterAck);
   if (static_cast<int>(pending_.size()) ==
       options_.cluster.num_servers + options_.cluster.num_workers) {
-    AssignIds();
+    AssignIdsLocked();
   }
 }
 
-void Tier::HandleAsScheduler(Message&& msg) {
+void TierScheduler::Handle(Message&& msg) {
   const Header& h = msg.header;
   std::lock_guard<std::mutex> lock(mu_);
-  if (!AcceptedAsSchedulerLocked(msg)) return;
+  if (!AcceptedLocked(msg)) return;
   if (h.sender != 0) last_seen_[h.sender] = absl::Now();
   switch (h.command) {
-    case Command::kRegister: return RegisterLocked(std::move(msg));
+    case Command::kRegister: return OnRegisterLocked(std::move(msg));
     case Command::kBarrier: return OnBarrierLocked(msg);
     case Command::kHeartbeat: return SendControl(h.sender, Command::kHeartbeatAck);
     case Command::kExit: return OnExitLocked(msg);
     case Command::kAbort: return OnAbortReportLocked(msg);
-    default: return;  // AcceptedAsSchedulerLocked let nothing else through
+    default: return;  // AcceptedLocked let nothing else through
   }
 }
 
-void Tier::OnBarrierLocked(const Message& msg) {
+void TierScheduler::OnBarrierLocked(const Message& msg) {
   if (msg.segments.size() != 1) return;
   auto mask = DecodeU32(msg.segments[0]);
   if (!mask.ok() || *mask == 0 || (*mask & ~group::kAll)) return;
@@ -178,7 +208,7 @@ void Tier::OnBarrierLocked(const Message& msg) {
   ReleaseBarriersLocked();
 }
 
-void Tier::OnExitLocked(const Message& msg) {
+void TierScheduler::OnExitLocked(const Message& msg) {
   const int id = msg.header.sender;
   if (!Find(id)) return;
   exited_[id] = true;
@@ -201,7 +231,7 @@ void Tier::OnExitLocked(const Message& msg) {
   }
 }
 
-void Tier::OnAbortReportLocked(const Message& msg) {
+void TierScheduler::OnAbortReportLocked(const Message& msg) {
   std::string why = msg.segments.empty() ? "unknown" : DecodeText(msg.segments[0]);
   std::string who = Describe(msg.header.sender);
   if (msg.header.sender == 0) {
@@ -215,10 +245,10 @@ void Tier::OnAbortReportLocked(const Message& msg) {
       if (origin == msg.origin) who = Describe(id);
     }
   }
-  FailLocked(absl::StrCat(why, " (reported by ", who, ")"), true);
+  FailAndTellLocked(absl::StrCat(why, " (reported by ", who, ")"));
 }
 
-void Tier::DecideTrainersLocked(std::vector<NodeInfo>& workers, bool central) const {
+void TierScheduler::DecideTrainersLocked(std::vector<NodeInfo>& workers, bool central) const {
   // GeoMX reads DMLC_ENABLE_CENTRAL_WORKER on the global servers; geops
   // lets any process of the central party carry it (conflicts were refused
   // at registration) and decides here, once, for the whole tier.
@@ -229,7 +259,7 @@ void Tier::DecideTrainersLocked(std::vector<NodeInfo>& workers, bool central) co
   }
 }
 
-void Tier::AssignIds() {
+void TierScheduler::AssignIdsLocked() {
   // Servers by rank hint (a global server keeps its global rank in the
   // central party), then by arrival; the master worker is worker 0.
   std::vector<NodeInfo> servers, workers;
@@ -252,11 +282,11 @@ void Tier::AssignIds() {
     for (const auto& w : workers) trainers += w.trains;
     for (const auto& p : pending_) all = std::max(all, p.info.num_all_workers);
     if (all > 0 && all < trainers) {
-      FailLocked(absl::StrFormat("DMLC_NUM_ALL_WORKER=\"%d\" is less than the %d training workers "
-                                 "of the %s tier alone: it counts every training worker of the "
-                                 "cluster",
-                                 all, trainers, options_.label),
-                 true);
+      FailAndTellLocked(
+          absl::StrFormat("DMLC_NUM_ALL_WORKER=\"%d\" is less than the %d training workers "
+                          "of the %s tier alone: it counts every training worker of the "
+                          "cluster",
+                          all, trainers, options_.label));
       return;
     }
   }
@@ -286,7 +316,7 @@ void Tier::AssignIds() {
     // on, and hears us on the path it already knows.
     origin_of_[n.id] = p->origin;
     if (auto s = transport_->Alias(n.id, p->temp_id); !s.ok()) {
-      FailLocked(absl::StrCat("cannot reach ", n.DebugString(), ": ", s.message()), true);
+      FailAndTellLocked(absl::StrCat("cannot reach ", n.DebugString(), ": ", s.message()));
       return;
     }
     last_seen_[n.id] = now;
@@ -297,7 +327,7 @@ void Tier::AssignIds() {
   log::Info("%s tier up: %d servers, %d workers", options_.label, servers.size(), workers.size());
 }
 
-void Tier::ReleaseBarriersLocked() {
+void TierScheduler::ReleaseBarriersLocked() {
   for (auto& [mask, waiting] : barrier_waiting_) {
     if (waiting.empty()) continue;
     size_t live = 0;
@@ -308,7 +338,7 @@ void Tier::ReleaseBarriersLocked() {
   }
 }
 
-void Tier::SchedulerTick() {
+void TierScheduler::Tick() {
   std::lock_guard<std::mutex> lock(mu_);
   if (!health_.ok() || done_) return;
   absl::Time now = absl::Now();
@@ -324,13 +354,12 @@ void Tier::SchedulerTick() {
     if (now - started_at_ > options_.startup_timeout) {
       int servers = 0;
       for (const auto& p : pending_) servers += p.info.role == Role::kServer;
-      FailLocked(absl::StrFormat("%s tier: after %s only %d of %d servers and %d of %d workers "
-                                 "have registered",
-                                 options_.label, absl::FormatDuration(options_.startup_timeout),
-                                 servers, options_.cluster.num_servers,
-                                 static_cast<int>(pending_.size()) - servers,
-                                 options_.cluster.num_workers),
-                 true);
+      FailAndTellLocked(
+          absl::StrFormat("%s tier: after %s only %d of %d servers and %d of %d workers "
+                          "have registered",
+                          options_.label, absl::FormatDuration(options_.startup_timeout), servers,
+                          options_.cluster.num_servers, static_cast<int>(pending_.size()) - servers,
+                          options_.cluster.num_workers));
     }
     return;
   }
@@ -338,22 +367,21 @@ void Tier::SchedulerTick() {
     if (!IsLive(n)) continue;
     absl::Duration silent = now - last_seen_[n.id];
     if (silent > options_.heartbeat_timeout) {
-      FailLocked(absl::StrFormat("%s has been silent for %s (%s): it died or is unreachable%s",
-                                 Describe(n.id), absl::FormatDuration(silent),
-                                 options_.name == "global" ? "GEOPS_GLOBAL_HEARTBEAT_TIMEOUT"
-                                                           : "PS_HEARTBEAT_TIMEOUT",
-                                 options_.name == "global" && !n.party_name.empty()
-                                     ? absl::StrFormat(" (the link between party %s and the "
-                                                       "central party may be down)",
-                                                       n.party_name)
-                                     : ""),
-                 true);
+      FailAndTellLocked(absl::StrFormat(
+          "%s has been silent for %s (%s): it died or is unreachable%s", Describe(n.id),
+          absl::FormatDuration(silent),
+          options_.name == "global" ? "GEOPS_GLOBAL_HEARTBEAT_TIMEOUT" : "PS_HEARTBEAT_TIMEOUT",
+          options_.name == "global" && !n.party_name.empty()
+              ? absl::StrFormat(" (the link between party %s and the "
+                                "central party may be down)",
+                                n.party_name)
+              : ""));
       return;
     }
   }
 }
 
-absl::Status Tier::WaitDone() {
+absl::Status TierScheduler::WaitDone() {
   std::unique_lock<std::mutex> lock(mu_);
   const int expected = options_.cluster.num_servers + options_.cluster.num_workers;
   auto finished = [&] {
@@ -364,6 +392,28 @@ absl::Status Tier::WaitDone() {
   };
   while (!finished()) cv_.wait_for(lock, std::chrono::milliseconds(100));
   return health_;
+}
+
+bool TierScheduler::IsLive(const NodeInfo& n) const {
+  auto it = exited_.find(n.id);
+  return n.role != Role::kScheduler && (it == exited_.end() || !it->second);
+}
+
+void TierScheduler::BroadcastLocked(Command cmd, const Buffer& body, uint32_t group_mask) {
+  for (const auto& n : nodes_) {
+    if ((group::Of(n.role) & group_mask) == 0 || !IsLive(n)) continue;
+    SendControl(n.id, cmd, body);
+  }
+}
+
+void TierScheduler::FailAndTellLocked(const std::string& reason) {
+  if (!FailLocked(reason)) return;
+  failed_at_ = absl::Now();
+  BroadcastLocked(Command::kAbort, EncodeText(reason), group::kServers | group::kWorkers);
+  // Nodes still waiting for a node table are not in it yet: tell them on
+  // their temporary ids, or they would wait out their start-up timeout.
+  for (const auto& p : pending_) SendControl(p.temp_id, Command::kAbort, EncodeText(reason));
+  told_of_abort_ += static_cast<int>(pending_.size());
 }
 
 }  // namespace geops

@@ -10,7 +10,7 @@
 
 namespace geops {
 
-KVClient::KVClient(Tier& tier) : tier_(tier) {
+KVClient::KVClient(TierNode& tier) : tier_(tier) {
   tier_.set_data_handler([this](Message&& m) { OnMessage(std::move(m)); });
   tier_.add_abort_handler([this](const std::string& reason) {
     Fail(absl::AbortedError(reason));

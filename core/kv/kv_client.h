@@ -3,14 +3,14 @@
 // matches responses by timestamp, and completes each request once, with
 // per-key result Buffers that are views of the received frames.
 //
-// Keys of at least Tier::slice_elems() elements bound for global servers
+// Keys of at least TierNode::slice_elems() elements bound for global servers
 // travel as one slice per server (msgflag::kSlice), views of the caller's
 // value; the slices of a result are put together in the destination (or a
 // buffer of the client's), a copy counted in bytes_copied(). An init also
 // gives the key's owner the whole value, which later pulls of unknown size
 // (round 0) read.
 //
-// When the tier asks for it (Tier::resend_after), a thread of its own
+// When the tier asks for it (TierNode::resend_after), a thread of its own
 // resends every unanswered message whose connection broke after it was
 // sent (Transport::Disconnects), within that long of the break, and a
 // second answer to a message is dropped: with servers that ignore
@@ -32,7 +32,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "core/base/buffer.h"
-#include "core/cluster/tier.h"
+#include "core/cluster/tier_node.h"
 #include "core/wire/control.h"
 #include "core/wire/message.h"
 
@@ -45,7 +45,7 @@ class KVClient {
   using Completion = std::function<void(const absl::Status&, std::vector<Buffer>& values)>;
 
   // Installs itself as `tier`'s data handler; create before tier.Start().
-  explicit KVClient(Tier& tier);
+  explicit KVClient(TierNode& tier);
   ~KVClient();
   KVClient(const KVClient&) = delete;
   KVClient& operator=(const KVClient&) = delete;
@@ -92,7 +92,7 @@ class KVClient {
   // Fails every outstanding and future request with `status`.
   void Fail(const absl::Status& status);
 
-  Tier& tier() { return tier_; }
+  TierNode& tier() { return tier_; }
   // Messages sent again because no answer came in time, and answers that
   // came twice (dropped).
   uint64_t resent() const { return resent_.load(); }
@@ -140,7 +140,7 @@ class KVClient {
   int Begin(std::vector<Key> keys, Completion done, int messages);
   void Finish(int ts, std::unique_lock<std::mutex>& lock);
 
-  Tier& tier_;
+  TierNode& tier_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<int, Pending> pending_;

@@ -6,7 +6,7 @@
 
 namespace geops {
 
-KVServer::KVServer(Tier& tier, Handler handler, RuleHandler rule_handler)
+KVServer::KVServer(TierNode& tier, Handler handler, RuleHandler rule_handler)
     : tier_(tier), handler_(std::move(handler)), rule_handler_(std::move(rule_handler)) {
   tier_.set_data_handler([this](Message&& m) { OnMessage(std::move(m)); });
 }

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "core/cluster/tier.h"
+#include "core/cluster/tier_node.h"
 #include "core/wire/control.h"
 #include "core/wire/message.h"
 
@@ -41,7 +41,7 @@ class KVServer {
   using StatsHandler = std::function<std::string()>;
 
   // Installs itself as `tier`'s data handler; create before tier.Start().
-  KVServer(Tier& tier, Handler handler, RuleHandler rule_handler);
+  KVServer(TierNode& tier, Handler handler, RuleHandler rule_handler);
   // A process in two tiers answers with both tiers' counters.
   void set_stats_handler(StatsHandler h) { stats_handler_ = std::move(h); }
   // Answers GET_RULE: the rule (and WAN policy) in force here.
@@ -53,13 +53,13 @@ class KVServer {
   void Respond(const KVRequest& req, std::vector<Buffer> values, DType dtype);
   void RespondError(const KVRequest& req, const std::string& text);
 
-  Tier& tier() { return tier_; }
+  TierNode& tier() { return tier_; }
 
  private:
   void OnMessage(Message&& msg);
   void AnswerControl(const Header& h, absl::Status status, Buffer body);
 
-  Tier& tier_;
+  TierNode& tier_;
   Handler handler_;
   RuleHandler rule_handler_;
   StatsHandler stats_handler_;

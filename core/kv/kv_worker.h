@@ -36,7 +36,7 @@ class KVWorker {
  public:
   using Callback = std::function<void()>;
 
-  explicit KVWorker(Tier& tier) : client_(tier) {}
+  explicit KVWorker(TierNode& tier) : client_(tier) {}
 
   int Push(const std::vector<Key>& keys, const std::vector<Val>& vals,
            const std::vector<int>& lens = {}, Callback cb = nullptr) {
