@@ -57,7 +57,7 @@ absl::StatusOr<std::vector<ProcessSpec>> Flat(const GeoCluster& c) {
     for (const auto& [k, v] : common) e.try_emplace(k, v);
     e["DMLC_NODE_HOST"] = host_of(party);
     e["GEOPS_PARTY"] = PartyName(party);
-    specs.push_back({std::move(name), PartyName(party), std::move(e)});
+    specs.push_back({std::move(name), PartyName(party), std::move(e), {}});
   };
   add("central.scheduler", 0, {{"DMLC_ROLE", "scheduler"}});
   for (int s = 0; s < c.global_servers; ++s) {

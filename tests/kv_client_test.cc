@@ -23,11 +23,11 @@ TEST_CASE("requests on a failed or empty tier complete at once instead of hangin
   REQUIRE_FALSE(s.ok());
   Key k = 1;
   uint64_t r = 1;
-  REQUIRE_FALSE(kv.Wait(kv.Submit({{&k, 1}, {}, {&r, 1}, DType::kFloat32, msgflag::kPull})).ok());
+  const KVClient::Request pull{{&k, 1}, {}, {&r, 1}, DType::kFloat32, msgflag::kPull, {}, false};
+  REQUIRE_FALSE(kv.Wait(kv.Submit(pull)).ok());
   // After the client failed (its tier aborted), both still answer at once.
   kv.Fail(absl::AbortedError("the tier stopped"));
   auto again = kv.Wait(kv.SetRule(rule));
   REQUIRE(absl::IsAborted(again));
-  REQUIRE(absl::IsAborted(
-      kv.Wait(kv.Submit({{&k, 1}, {}, {&r, 1}, DType::kFloat32, msgflag::kPull}))));
+  REQUIRE(absl::IsAborted(kv.Wait(kv.Submit(pull))));
 }
