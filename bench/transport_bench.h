@@ -9,7 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/base/config.h"
-#include "transport/transport.h"
+#include "core/transport/transport.h"
 
 namespace geops::bench {
 

@@ -12,7 +12,7 @@
 #include "bench/percentiles.h"
 #include "bench/transport_bench.h"
 #include "bench/transport_protocol.h"
-#include "transport/transport.h"
+#include "core/transport/transport.h"
 
 namespace geops::bench {
 namespace {

@@ -3,7 +3,7 @@
 #include "absl/strings/str_format.h"
 #include "bench/transport_bench.h"
 #include "bench/transport_protocol.h"
-#include "transport/transport.h"
+#include "core/transport/transport.h"
 
 namespace geops::bench {
 

@@ -10,7 +10,7 @@
 #include "core/base/log.h"
 #include "roles/roles.h"
 #include "train/learner.h"
-#include "transport/curve.h"
+#include "core/transport/curve.h"
 
 int main(int argc, char** argv) {
   bool check_only = false;

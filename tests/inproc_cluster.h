@@ -13,7 +13,7 @@
 #include "core/kv/aggregator.h"
 #include "core/kv/kv_server.h"
 #include "core/kv/kv_worker.h"
-#include "transport/inproc_transport.h"
+#include "core/transport/inproc_transport.h"
 
 namespace geops::testing {
 

@@ -5,7 +5,7 @@
 #include <catch2/catch.hpp>
 #include <cstdio>
 
-#include "transport/rdma/rdma_transport.h"
+#include "core/transport/rdma/rdma_transport.h"
 
 int main(int argc, char** argv) {
   if (!geops::rdma::ProbeDevice().ok()) {

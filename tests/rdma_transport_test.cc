@@ -5,7 +5,7 @@
 #include "absl/time/clock.h"
 #include "rdma_env.h"
 #include "tests/transport_contract.h"
-#include "transport/rdma/rdma_transport.h"
+#include "core/transport/rdma/rdma_transport.h"
 
 using namespace geops;
 

@@ -7,7 +7,7 @@
 #include <thread>
 
 #include "core/wire/codec.h"
-#include "transport/tcp_transport.h"
+#include "core/transport/tcp_transport.h"
 
 using namespace geops;
 

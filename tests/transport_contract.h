@@ -14,7 +14,7 @@
 #include <thread>
 #include <vector>
 
-#include "transport/transport.h"
+#include "core/transport/transport.h"
 
 namespace geops::testing {
 

@@ -5,8 +5,8 @@
 
 #include <thread>
 
-#include "transport/inproc_transport.h"
-#include "transport/tcp_transport.h"
+#include "core/transport/inproc_transport.h"
+#include "core/transport/tcp_transport.h"
 
 using namespace geops;
 

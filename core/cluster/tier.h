@@ -26,7 +26,7 @@
 #include "core/base/config.h"
 #include "core/wire/control.h"
 #include "core/wire/message.h"
-#include "transport/transport.h"
+#include "core/transport/transport.h"
 
 namespace geops {
 

@@ -1,5 +1,5 @@
 // The rdma transport (librdmacm + libibverbs, RC queue pairs): private to
-// geops, reached only through MakeTransport (transport/transport.h) or, in
+// geops, reached only through MakeTransport (core/transport/transport.h) or, in
 // tests and benches of this tree, MakeRdmaTransport. Not installed: it
 // pulls in the verbs headers.
 //
@@ -30,12 +30,12 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
-#include "transport/rdma/connection.h"
-#include "transport/rdma/frames.h"
-#include "transport/rdma/memory.h"
-#include "transport/rdma/progress.h"
-#include "transport/rdma/verbs_raii.h"
-#include "transport/transport.h"
+#include "core/transport/rdma/connection.h"
+#include "core/transport/rdma/frames.h"
+#include "core/transport/rdma/memory.h"
+#include "core/transport/rdma/progress.h"
+#include "core/transport/rdma/verbs_raii.h"
+#include "core/transport/transport.h"
 
 namespace geops {
 

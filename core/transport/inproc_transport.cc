@@ -1,4 +1,4 @@
-#include "transport/inproc_transport.h"
+#include "core/transport/inproc_transport.h"
 
 #include <atomic>
 

@@ -11,7 +11,7 @@
 // instead, and counts the copy. A connection that is still coming up, or
 // whose send queue is full, keeps its messages in order in a backlog that
 // completions drain.
-#include "transport/rdma/rdma_transport.h"
+#include "core/transport/rdma/rdma_transport.h"
 
 #include <arpa/inet.h>
 

@@ -117,7 +117,7 @@ struct TransportOptions {
   size_t max_message_bytes = defaults::kMaxMessageBytes;
   // rdma: the shared secret every connection must carry (GEOPS_RDMA_SECRET_FILE).
   std::string rdma_secret;
-  // tcp: run ZeroMQ CURVE with this cluster key pair (see transport/curve.h).
+  // tcp: run ZeroMQ CURVE with this cluster key pair (see core/transport/curve.h).
   std::optional<CurveKeys> curve;
   // tcp: count broken connections per peer (Disconnects), for resends.
   bool watch_disconnects = false;

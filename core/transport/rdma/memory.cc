@@ -1,4 +1,4 @@
-#include "transport/rdma/memory.h"
+#include "core/transport/rdma/memory.h"
 
 #include <sys/resource.h>
 

@@ -1,7 +1,7 @@
 // Completion polling for the rdma transport, and Receive(): the progress
 // model of progress.h, its hand-over (ProgressGate), and the dispatch of
 // every completion to its handler.
-#include "transport/rdma/progress.h"
+#include "core/transport/rdma/progress.h"
 
 #include <arpa/inet.h>
 #include <poll.h>
@@ -14,7 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "core/base/log.h"
-#include "transport/rdma/rdma_transport.h"
+#include "core/transport/rdma/rdma_transport.h"
 
 namespace geops {
 namespace rdma {

@@ -16,7 +16,7 @@
 #include <memory>
 #include <mutex>
 
-#include "transport/transport.h"
+#include "core/transport/transport.h"
 
 namespace geops {
 

@@ -1,8 +1,8 @@
-#include "transport/transport.h"
+#include "core/transport/transport.h"
 
-#include "transport/tcp_transport.h"
+#include "core/transport/tcp_transport.h"
 #ifdef GEOPS_HAVE_RDMA
-#include "transport/rdma/rdma_transport.h"
+#include "core/transport/rdma/rdma_transport.h"
 #endif
 
 namespace geops {

@@ -19,8 +19,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/wire/message.h"
-#include "transport/rdma/frames.h"
-#include "transport/rdma/verbs_raii.h"
+#include "core/transport/rdma/frames.h"
+#include "core/transport/rdma/verbs_raii.h"
 
 namespace geops::rdma {
 

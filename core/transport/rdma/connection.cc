@@ -13,7 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "core/base/log.h"
-#include "transport/rdma/rdma_transport.h"
+#include "core/transport/rdma/rdma_transport.h"
 
 namespace geops {
 namespace rdma {

@@ -20,7 +20,7 @@
 // message's origin. ZMQ_MAXMSGSIZE cuts a peer that announces a frame
 // larger than the configured bound before any of it is buffered.
 //
-// With a cluster key (transport/curve.h) every socket runs CURVE; socket
+// With a cluster key (core/transport/curve.h) every socket runs CURVE; socket
 // monitors, read by the Receive() thread, turn a refused handshake into a
 // log line on the listening side and a PeerProblem() on the dialling side.
 // With watch_disconnects the same monitors count each DEALER's broken
@@ -34,8 +34,8 @@
 #include <vector>
 
 #include "core/base/buffer_pool.h"
-#include "transport/curve.h"
-#include "transport/transport.h"
+#include "core/transport/curve.h"
+#include "core/transport/transport.h"
 
 namespace geops {
 

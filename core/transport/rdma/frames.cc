@@ -5,12 +5,12 @@
 // completes a message; a kPlaced frame completes a message whose values
 // were written into announced targets. Adverts riding on eager and RTS
 // frames are kept for the answer.
-#include "transport/rdma/frames.h"
+#include "core/transport/rdma/frames.h"
 
 #include "absl/strings/str_format.h"
 #include "core/base/log.h"
 #include "core/wire/codec.h"
-#include "transport/rdma/rdma_transport.h"
+#include "core/transport/rdma/rdma_transport.h"
 
 namespace geops {
 namespace rdma {

@@ -1,4 +1,4 @@
-#include "transport/tcp_transport.h"
+#include "core/transport/tcp_transport.h"
 
 #include <malloc.h>
 #include <zmq.h>

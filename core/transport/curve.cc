@@ -1,4 +1,4 @@
-#include "transport/curve.h"
+#include "core/transport/curve.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
