@@ -10,8 +10,8 @@ cmake --install "$build_dir" --prefix "$scratch/prefix" >/dev/null
 test -x "$scratch/prefix/bin/geops"
 test -x "$scratch/prefix/bin/geops-launch"
 # The rdma transport is private: none of its (verbs-including) headers ship.
-test -f "$scratch/prefix/include/geops/transport/transport.h"
-test ! -e "$scratch/prefix/include/geops/transport/rdma"
+test -f "$scratch/prefix/include/geops/core/transport/transport.h"
+test ! -e "$scratch/prefix/include/geops/core/transport/rdma"
 # Through a file: grep -q closing the pipe early would kill geops with
 # SIGPIPE and fail the pipeline under pipefail.
 "$scratch/prefix/bin/geops" --help > "$scratch/help.txt"
