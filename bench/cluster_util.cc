@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/node/open_tier.h"
 #include "deploy/launcher.h"
 
 namespace geops::bench {
@@ -61,7 +62,7 @@ absl::Status RunBenchWorker(const std::string& not_a_worker, const WorkerBody& b
   if (c->role != Role::kWorker) return absl::InvalidArgumentError(not_a_worker);
   TierOptions to = MakeTierOptions(*c, /*global=*/false, Role::kWorker);
   to.self.master = c->master_worker;
-  auto t = TierNode::Create(to);
+  auto t = OpenTierNode(to);
   if (!t.ok()) return t.status();
   std::unique_ptr<TierNode> tier = std::move(*t);
   auto kv = std::make_unique<KVWorker<float>>(*tier);

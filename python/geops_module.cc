@@ -26,6 +26,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "core/node/open_tier.h"
 #include "core/base/buffer.h"
 #include "core/base/config.h"
 #include "core/base/log.h"
@@ -212,7 +213,7 @@ class Worker {
 
     TierOptions to = MakeTierOptions(config_, false, Role::kWorker);
     to.self.master = config_.master_worker;
-    auto t = TierNode::Create(to);
+    auto t = OpenTierNode(to);
     if (!t.ok()) throw ConfigError(std::string(t.status().message()));
     tier_ = std::move(*t);
     client_ = std::make_unique<KVClient>(*tier_);  // its handler, before Start

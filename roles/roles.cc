@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/node/open_tier.h"
 #include "core/base/log.h"
 #include "core/cluster/tier_node.h"
 #include "core/cluster/tier_scheduler.h"
@@ -52,7 +53,7 @@ void PrintTierStats(const Config& c, const Tier& tier) {
 
 absl::Status RunScheduler(const Config& c) {
   bool global = c.global_role == Role::kScheduler;
-  auto tier = TierScheduler::Create(MakeTierOptions(c, global, Role::kScheduler));
+  auto tier = OpenTierScheduler(MakeTierOptions(c, global, Role::kScheduler));
   if (!tier.ok()) return tier.status();
   if (auto s = (*tier)->Start(); !s.ok()) return s;
   absl::Status done = (*tier)->WaitDone();
@@ -103,12 +104,12 @@ absl::Status RunServer(const Config& c) {
   } stop_tiers{global, local};
 
   if (has_global) {
-    auto t = TierNode::Create(MakeTierOptions(c, true, top ? Role::kServer : Role::kWorker));
+    auto t = OpenTierNode(MakeTierOptions(c, true, top ? Role::kServer : Role::kWorker));
     if (!t.ok()) return t.status();
     global = std::move(*t);
   }
   TierOptions lo = MakeTierOptions(c, false, Role::kServer);
-  auto lt = TierNode::Create(lo);
+  auto lt = OpenTierNode(lo);
   if (!lt.ok()) return lt.status();
   local = std::move(*lt);
 
@@ -137,7 +138,7 @@ absl::Status RunServer(const Config& c) {
     // GeoMX semantics: with DMLC_ENABLE_CENTRAL_WORKER=0 the central party's
     // workers may push, but only the parties' sums count.
     agg->set_contribution_filter([l = local.get()](const KVRequest& r) {
-      if (r.via->tier().name() != "local") return true;
+      if (r.via->tier().global()) return true;
       const NodeInfo* n = l->Find(r.sender);
       return n != nullptr && n->trains;
     });

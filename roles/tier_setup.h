@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "absl/strings/str_format.h"
+#include "core/node/open_tier.h"
 #include "core/base/config.h"
 #include "core/cluster/tier_node.h"
 #include "core/kv/kv_worker.h"
@@ -24,7 +25,7 @@ absl::Status RunWorker(
     const Config& c, const std::function<absl::Status(TierNode&, KVWorker<Val>&, bool trains)>& body) {
   TierOptions to = MakeTierOptions(c, false, Role::kWorker);
   to.self.master = c.master_worker;
-  auto t = TierNode::Create(to);
+  auto t = OpenTierNode(to);
   if (!t.ok()) return t.status();
   std::unique_ptr<TierNode> tier = std::move(*t);
   auto kv = std::make_unique<KVWorker<Val>>(*tier);  // its handler, before Start

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <thread>
 
+#include "core/node/open_tier.h"
 #include "core/cluster/tier_node.h"
 #include "core/kv/kv_client.h"
 
@@ -12,7 +13,7 @@ TEST_CASE("requests on a failed or empty tier complete at once instead of hangin
   TierOptions o;
   o.cluster.scheduler_addr = "127.0.0.1";
   o.cluster.scheduler_port = 1;
-  auto tier = TierNode::Create(o);
+  auto tier = OpenTierNode(o);
   REQUIRE(tier.ok());
   KVClient kv(**tier);
   // No node table: no servers.

@@ -14,12 +14,11 @@
 #include "absl/status/statusor.h"
 #include "core/base/defaults.h"
 #include "core/base/env.h"
+#include "core/base/link.h"
 #include "core/base/role.h"
 #include "absl/time/time.h"
 
 namespace geops {
-
-enum class VanType { kTcp, kRdma };
 
 // Where one tier's scheduler is and how many nodes it waits for.
 struct TierConfig {
@@ -28,12 +27,6 @@ struct TierConfig {
   int scheduler_port = 0;
   int num_servers = 0;
   int num_workers = 0;
-};
-
-// A tier's CURVE cluster key pair, Z85-encoded (40 characters each).
-struct CurveKeys {
-  std::string public_key;
-  std::string secret_key;
 };
 
 struct Config {

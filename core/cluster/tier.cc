@@ -13,7 +13,7 @@ constexpr absl::Duration kPollSlice = absl::Milliseconds(100);
 
 TierOptions MakeTierOptions(const Config& c, bool global, Role role) {
   TierOptions o;
-  o.name = global ? "global" : "local";
+  o.kind = global ? TierKind::kGlobal : TierKind::kLocal;
   o.label = global ? "global" : absl::StrCat("party ", c.party);
   o.role = role;
   o.cluster = global ? *c.global : *c.local;
@@ -62,7 +62,7 @@ void Tier::Stop() {
 
 std::string Tier::StatsText() const {
   const TransportStats& s = stats();
-  const std::string& n = options_.name;
+  const std::string_view n = name();
   return absl::StrFormat("%s_sent_bytes=%d %s_recv_bytes=%d %s_sent_msgs=%d %s_recv_msgs=%d", n,
                          s.bytes_sent.load(), n, s.bytes_received.load(), n,
                          s.messages_sent.load(), n, s.messages_received.load());
@@ -75,11 +75,11 @@ std::string Tier::Describe(int id) const {
     return absl::StrFormat("the %s scheduler at %s", options_.label, n->Address());
   }
   // A global-tier worker is a party's server: name it by its party first.
-  if (options_.name == "global" && n->role == Role::kWorker) {
+  if (global() && n->role == Role::kWorker) {
     return absl::StrFormat("the server of party %s (global-tier worker rank %d, node %d at %s)",
                            n->party_name, n->rank, id, n->Address());
   }
-  if (options_.name == "global") {
+  if (global()) {
     return absl::StrFormat("global server rank %d (node %d at %s)", n->rank, id, n->Address());
   }
   return absl::StrFormat("%s%s rank %d of %s (node %d at %s)", n->master ? "master " : "",

@@ -18,6 +18,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -30,8 +31,17 @@
 
 namespace geops {
 
+// Which of a process's two tiers: its party's own, or the one across
+// parties. The global tier has its own variables, timeouts and policies.
+enum class TierKind { kLocal, kGlobal };
+
+// "local" or "global": how stats lines and counters name a tier.
+inline std::string_view TierName(TierKind kind) {
+  return kind == TierKind::kGlobal ? "global" : "local";
+}
+
 struct TierOptions {
-  std::string name = "local";      // "local" or "global" (stats lines)
+  TierKind kind = TierKind::kLocal;
   // How logs name this tier: "party A" for a local tier, "global" for the
   // global one, so a message that travels between parties stays readable.
   std::string label = "local";
@@ -82,7 +92,9 @@ class Tier {
 
   int my_id() const { return my_id_; }
   int my_rank() const { return my_rank_; }
-  const std::string& name() const { return options_.name; }
+  TierKind kind() const { return options_.kind; }
+  bool global() const { return options_.kind == TierKind::kGlobal; }
+  std::string_view name() const { return TierName(options_.kind); }
   const std::string& label() const { return options_.label; }
   // Messages dropped because of who sent them (unknown id, a role that may
   // not send that command, or an id speaking from another connection).

@@ -17,12 +17,6 @@ constexpr size_t kMaxEarlyBytes = size_t{512} << 20;
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<TierNode>> TierNode::Create(TierOptions options) {
-  auto transport = MakeTransport(options.transport);
-  if (!transport.ok()) return transport.status();
-  return Create(std::move(options), std::move(*transport));
-}
-
 std::unique_ptr<TierNode> TierNode::Create(TierOptions options,
                                            std::unique_ptr<Transport> transport) {
   return std::unique_ptr<TierNode>(new TierNode(std::move(options), std::move(transport)));
@@ -32,6 +26,11 @@ TierNode::TierNode(TierOptions options, std::unique_ptr<Transport> transport)
     : Tier(std::move(options), std::move(transport)) {}
 
 TierNode::~TierNode() { Stop(); }
+
+std::string TierNode::KeyHint() const {
+  if (options_.transport.van != VanType::kTcp) return "";
+  return global() ? " (GEOPS_GLOBAL_KEYFILE)" : " (GEOPS_LOCAL_KEYFILE)";
+}
 
 void TierNode::Stop() {
   std::vector<std::function<void()>> handlers;
@@ -65,7 +64,11 @@ absl::Status TierNode::Start() {
   reg.header.command = Command::kRegister;
   reg.header.recipient = kSchedulerId;
   reg.segments.push_back(EncodeNodeInfo(self));
-  if (auto s = transport_->Send(reg); !s.ok()) return s;
+  if (auto s = transport_->Send(reg); !s.ok()) {
+    return absl::UnavailableError(absl::StrFormat("%s tier: cannot register with the scheduler at %s:%d: %s%s",
+                                                  options_.label, c.scheduler_addr,
+                                                  c.scheduler_port, s.message(), KeyHint()));
+  }
   {
     // An abort that raced with the registration could not reach the
     // scheduler yet: say it now, on the registration's connection.
@@ -83,7 +86,7 @@ absl::Status TierNode::Start() {
                c.scheduler_port);
 
   const char* where =
-      options_.name == "global" ? "DMLC_PS_GLOBAL_ROOT_URI/PORT" : "DMLC_PS_ROOT_URI/PORT";
+      global() ? "DMLC_PS_GLOBAL_ROOT_URI/PORT" : "DMLC_PS_ROOT_URI/PORT";
   std::unique_lock<std::mutex> lock(mu_);
   // A scheduler that never came up (port taken, wrong address, crashed)
   // must not cost everyone the whole start-up timeout: it acknowledges a
@@ -101,10 +104,7 @@ absl::Status TierNode::Start() {
   if (!acked && !problem.empty()) {
     health_ = absl::PermissionDeniedError(absl::StrFormat(
         "%s tier: cannot register with the scheduler at %s:%d: %s%s", options_.label,
-        c.scheduler_addr, c.scheduler_port, problem,
-        options_.transport.van != VanType::kTcp ? ""
-        : options_.name == "global"             ? " (GEOPS_GLOBAL_KEYFILE)"
-                                                : " (GEOPS_LOCAL_KEYFILE)"));
+        c.scheduler_addr, c.scheduler_port, problem, KeyHint()));
     return health_;
   }
   if (!acked) {
@@ -116,7 +116,7 @@ absl::Status TierNode::Start() {
         options_.transport.curve
             ? ""
             : absl::StrFormat("; or the tier runs CURVE and this process has no %s",
-                              options_.name == "global" ? "GEOPS_GLOBAL_KEYFILE"
+                              global() ? "GEOPS_GLOBAL_KEYFILE"
                                                         : "GEOPS_LOCAL_KEYFILE"));
     health_ = absl::UnavailableError(why);
     return health_;

@@ -24,10 +24,9 @@ class TierNode : public Tier {
  public:
   using DataHandler = std::function<void(Message&&)>;
 
-  // options.role is kServer or kWorker.
-  static absl::StatusOr<std::unique_ptr<TierNode>> Create(TierOptions options);
-  // Over a transport of the caller's (options.transport is then ignored):
-  // an InProcTransport in unit tests.
+  // options.role is kServer or kWorker. The transport is the caller's, made
+  // from options.transport (core/node/open_tier.h), or an InProcTransport in
+  // unit tests: the cluster layer never picks one itself.
   static std::unique_ptr<TierNode> Create(TierOptions options,
                                           std::unique_ptr<Transport> transport);
   ~TierNode() override;
@@ -73,6 +72,9 @@ class TierNode : public Tier {
   void AbortUnstarted(const std::string& reason);
 
  private:
+  // The key variable of this tier, for errors of a tcp tier that may run
+  // CURVE (" (GEOPS_GLOBAL_KEYFILE)"); empty on rdma.
+  std::string KeyHint() const;
   TierNode(TierOptions options, std::unique_ptr<Transport> transport);
 
   void Handle(Message&& msg) override;

@@ -9,12 +9,6 @@
 
 namespace geops {
 
-absl::StatusOr<std::unique_ptr<TierScheduler>> TierScheduler::Create(TierOptions options) {
-  auto transport = MakeTransport(options.transport);
-  if (!transport.ok()) return transport.status();
-  return Create(std::move(options), std::move(*transport));
-}
-
 std::unique_ptr<TierScheduler> TierScheduler::Create(TierOptions options,
                                                      std::unique_ptr<Transport> transport) {
   return std::unique_ptr<TierScheduler>(
@@ -161,7 +155,7 @@ void TierScheduler::OnRegisterLocked(Message&& msg) {
     // Tell the surplus node why instead of letting it wait forever.
     std::string why = absl::StrFormat(
         "the %s tier already has its %d %ss (DMLC_NUM_%s%s=%d); %s:%d is one too many",
-        options_.label, want, RoleName(info->role), options_.name == "global" ? "GLOBAL_" : "",
+        options_.label, want, RoleName(info->role), global() ? "GLOBAL_" : "",
         info->role == Role::kServer ? "SERVER" : "WORKER", want, info->host, info->port);
     log::Error("%s scheduler: %s", options_.label, why);
     SendControl(temp_id, Command::kAbort, EncodeText(why));
@@ -277,7 +271,7 @@ void TierScheduler::AssignIdsLocked() {
   std::stable_sort(workers.begin(), workers.end(),
                    [](const NodeInfo& a, const NodeInfo& b) { return a.master > b.master; });
   DecideTrainersLocked(workers, central);
-  if (options_.name != "global") {
+  if (!global()) {
     int trainers = 0, all = 0;
     for (const auto& w : workers) trainers += w.trains;
     for (const auto& p : pending_) all = std::max(all, p.info.num_all_workers);
@@ -370,8 +364,8 @@ void TierScheduler::Tick() {
       FailAndTellLocked(absl::StrFormat(
           "%s has been silent for %s (%s): it died or is unreachable%s", Describe(n.id),
           absl::FormatDuration(silent),
-          options_.name == "global" ? "GEOPS_GLOBAL_HEARTBEAT_TIMEOUT" : "PS_HEARTBEAT_TIMEOUT",
-          options_.name == "global" && !n.party_name.empty()
+          global() ? "GEOPS_GLOBAL_HEARTBEAT_TIMEOUT" : "PS_HEARTBEAT_TIMEOUT",
+          global() && !n.party_name.empty()
               ? absl::StrFormat(" (the link between party %s and the "
                                 "central party may be down)",
                                 n.party_name)

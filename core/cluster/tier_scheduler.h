@@ -20,9 +20,7 @@ namespace geops {
 class TierScheduler : public Tier {
  public:
   // options.role, host, port, self and the clients' options are not used.
-  static absl::StatusOr<std::unique_ptr<TierScheduler>> Create(TierOptions options);
-  // Over a transport of the caller's (options.transport is then ignored):
-  // an InProcTransport in unit tests.
+  // The transport is the caller's, as for TierNode::Create.
   static std::unique_ptr<TierScheduler> Create(TierOptions options,
                                                std::unique_ptr<Transport> transport);
   ~TierScheduler() override;

@@ -233,7 +233,7 @@ int KVClient::Submit(Request req, Completion done) {
 
 bool KVClient::Slices(const std::vector<NodeInfo>& servers) const {
   if (tier_.slice_elems() <= 0 || servers.size() < 2) return false;
-  if (tier_.name() == "global") return true;
+  if (tier_.global()) return true;
   for (const auto& s : servers) {
     if (s.global_server) return true;
   }

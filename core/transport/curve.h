@@ -11,11 +11,13 @@
 #pragma once
 
 #include <atomic>
+#include <memory>
 #include <string>
 #include <thread>
 
 #include "absl/status/status.h"
-#include "core/base/config.h"
+#include "absl/status/statusor.h"
+#include "core/base/link.h"
 
 namespace geops {
 

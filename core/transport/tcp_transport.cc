@@ -3,13 +3,16 @@
 #include <malloc.h>
 #include <zmq.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
 #include <random>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "core/base/log.h"
 #include "core/wire/codec.h"
 
@@ -88,7 +91,43 @@ void KeepStagingMemoryWarm() {
   });
 }
 
+// One frame, never blocking: -1 with zmq_errno() set when refused.
+int SendFrame(void* sock, zmq_msg_t* frame, int flags) {
+  int rc;
+  do {
+    rc = zmq_msg_send(frame, sock, flags | ZMQ_DONTWAIT);
+  } while (rc < 0 && zmq_errno() == EINTR);
+  return rc;
+}
+
+// A DEALER keeps its queue across reconnects, but drops it when a
+// handshake fails (another key, or none): it then has nowhere to queue
+// until a handshake succeeds. A blocking send would wait for ever (a
+// start-up hung so, once in fifteen runs); give the connection a moment
+// to come back, then let the caller fail with what the handshake said.
+int SendFirstFrame(void* sock, zmq_msg_t* frame, int flags, const std::atomic<bool>& shutdown) {
+  constexpr absl::Duration kSendWait = absl::Seconds(1);
+  const absl::Time give_up = absl::Now() + kSendWait;
+  for (;;) {
+    int rc = SendFrame(sock, frame, flags);
+    if (rc >= 0 || zmq_errno() != EAGAIN) return rc;
+    if (shutdown.load() || absl::Now() >= give_up) {
+      errno = EAGAIN;
+      return -1;
+    }
+    zmq_pollitem_t item{sock, 0, ZMQ_POLLOUT, 0};
+    zmq_poll(&item, 1, 10);
+  }
+}
+
 }  // namespace
+
+struct TcpTransport::PollSet {
+  std::vector<zmq_pollitem_t> items;  // the listener, then each monitor
+  std::vector<const Watch*> watched;  // the monitor of items[i + 1]
+  std::vector<const Watch*> ready;    // those with events in the last poll
+  uint64_t seen = ~uint64_t{0};       // monitors_changed_ when items were built
+};
 
 void TcpTransport::ContextDeleter::operator()(void* ctx) const { zmq_ctx_term(ctx); }
 void TcpTransport::SocketDeleter::operator()(void* sock) const {
@@ -137,13 +176,19 @@ void TcpTransport::SecureLocked(void* sock, bool server) {
   }
 }
 
-void TcpTransport::Monitor(void* sock, int peer_id, Counter disconnects) {
+void TcpTransport::Monitor(void* sock, int peer_id, Counter disconnects,
+                           const std::shared_ptr<Peer>& peer) {
   int events = 0;
-  if (curve_) {
+  // A dialling socket always watches its handshakes, CURVE or not: a
+  // process without the tier's key that dials a CURVE peer learns of the
+  // refusal at once (a mechanism mismatch) instead of waiting out its
+  // connect timeout in silence. A plain listener has nothing to refuse.
+  if (curve_ || peer_id >= 0) {
     events |= ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED;
   }
-  if (watch_disconnects_ && peer_id >= 0) events |= ZMQ_EVENT_DISCONNECTED;
+  const bool disconnects_too = watch_disconnects_ && peer_id >= 0;
+  if (disconnects_too) events |= ZMQ_EVENT_DISCONNECTED;
   if (events == 0) return;
   std::lock_guard<std::mutex> lock(monitors_mu_);
   std::string ep = absl::StrFormat("inproc://geops-monitor-%p-%d", static_cast<void*>(this),
@@ -151,8 +196,31 @@ void TcpTransport::Monitor(void* sock, int peer_id, Counter disconnects) {
   if (zmq_socket_monitor(sock, ep.c_str(), events) != 0) return;
   SocketPtr pair(zmq_socket(context_.get(), ZMQ_PAIR));
   if (!pair || zmq_connect(pair.get(), ep.c_str()) != 0) return;
-  monitors_.push_back(std::make_unique<Watch>(Watch{std::move(pair), peer_id, std::move(disconnects)}));
-  monitor_count_.store(monitors_.size());
+  auto w = std::make_unique<Watch>(Watch{std::move(pair), peer_id, std::move(disconnects), {}});
+  if (!curve_ && !disconnects_too && peer) w->until_handshake = peer;
+  monitors_.push_back(std::move(w));
+  monitor_count_.store(monitors_.size(), std::memory_order_release);
+  monitors_changed_.fetch_add(1, std::memory_order_release);
+}
+
+void TcpTransport::Retire(const std::vector<const Watch*>& done) {
+  for (const Watch* w : done) {
+    // The socket belongs to whoever sends on it: stop its monitor under
+    // the same lock (ZeroMQ allows a socket to change threads across a
+    // full barrier). A socket already replaced or closed has stopped.
+    if (auto peer = w->until_handshake.lock()) {
+      std::lock_guard<std::mutex> lock(peer->mu);
+      if (peer->socket) zmq_socket_monitor(peer->socket.get(), nullptr, 0);
+    }
+  }
+  std::lock_guard<std::mutex> lock(monitors_mu_);
+  for (const Watch* w : done) {
+    auto it = std::find_if(monitors_.begin(), monitors_.end(),
+                           [w](const std::unique_ptr<Watch>& m) { return m.get() == w; });
+    if (it != monitors_.end()) monitors_.erase(it);
+  }
+  monitor_count_.store(monitors_.size(), std::memory_order_release);
+  monitors_changed_.fetch_add(1, std::memory_order_release);
 }
 
 uint64_t TcpTransport::Disconnects(int peer_id) const {
@@ -162,6 +230,7 @@ uint64_t TcpTransport::Disconnects(int peer_id) const {
 }
 
 void TcpTransport::ReadMonitors(const std::vector<const Watch*>& ready) {
+  std::vector<const Watch*> done;
   for (const Watch* w : ready) {
     void* sock = w->pair.get();
     const int peer_id = w->peer_id;
@@ -192,6 +261,10 @@ void TcpTransport::ReadMonitors(const std::vector<const Watch*>& ready) {
       if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
         std::lock_guard<std::mutex> lock(monitors_mu_);
         peer_problems_.erase(peer_id);
+        if (!w->until_handshake.expired() &&
+            std::find(done.begin(), done.end(), w) == done.end()) {
+          done.push_back(w);
+        }
         continue;
       }
       std::string why =
@@ -218,6 +291,7 @@ void TcpTransport::ReadMonitors(const std::vector<const Watch*>& ready) {
       peer_problems_[peer_id] = absl::StrFormat("%s (connecting to %s)", why, endpoint);
     }
   }
+  if (!done.empty()) Retire(done);
 }
 
 std::string TcpTransport::PeerProblem(int peer_id) const {
@@ -229,6 +303,14 @@ std::string TcpTransport::PeerProblem(int peer_id) const {
 TcpTransport::~TcpTransport() {
   Shutdown();
   std::unique_lock lock(peers_mu_);
+  {
+    // A peer that refused our handshake will never take what is queued for
+    // it: drop that at once instead of lingering over it.
+    std::lock_guard<std::mutex> watched(monitors_mu_);
+    for (const auto& [id, peer] : peers_) {
+      if (peer_problems_.count(id) != 0 && peer->socket) SetInt(peer->socket.get(), ZMQ_LINGER, 0);
+    }
+  }
   peers_.clear();
   receiver_.reset();
 }
@@ -280,7 +362,10 @@ absl::Status TcpTransport::Connect(int peer_id, const std::string& host, int por
   zmq_setsockopt(sock.get(), ZMQ_ROUTING_ID, routing_id.data(), routing_id.size());
   SecureLocked(sock.get(), /*server=*/false);
   auto peer = std::make_shared<Peer>();
-  Monitor(sock.get(), peer_id, peer->disconnects);
+  // Held until the socket is in place: the receive thread may see the
+  // handshake succeed and stop the monitor before zmq_connect returns.
+  std::unique_lock<std::mutex> building(peer->mu);
+  Monitor(sock.get(), peer_id, peer->disconnects, peer);
   // Leave from the address we listen on (ZeroMQ's "source;destination"
   // form): a peer then sees traffic come from the node it knows, and a host
   // with several addresses per party (the WAN lab) routes and shapes it as
@@ -293,6 +378,7 @@ absl::Status TcpTransport::Connect(int peer_id, const std::string& host, int por
     return ZmqError("connect to " + endpoint);
   }
   peer->socket = std::move(sock);
+  building.unlock();
   std::unique_lock lock(peers_mu_);
   peers_[peer_id] = std::move(peer);
   log::Verbose(1, "tcp: connected to node %d at %s", peer_id, endpoint);
@@ -344,16 +430,25 @@ absl::Status TcpTransport::Send(const Message& msg) {
       zmq_msg_init_data(&frame, b.data(), b.size(), ReleaseBuffer, new Buffer(b));
     }
     int more = i + 1 < frames.size() ? ZMQ_SNDMORE : 0;
-    int rc;
-    do {
-      rc = zmq_msg_send(&frame, peer->socket.get(), more);
-    } while (rc < 0 && zmq_errno() == EINTR);
+    // Never a blocking send: once its first part is taken ZeroMQ takes the
+    // rest of a message, and the first is refused only when the socket has
+    // no connection to queue on (the send high-water mark is unlimited).
+    const int rc = i == 0 ? SendFirstFrame(peer->socket.get(), &frame, more, shutdown_)
+                          : SendFrame(peer->socket.get(), &frame, more);
     if (rc < 0) {
+      const int err = zmq_errno();
       zmq_msg_close(&frame);
       // A multipart message is atomic in ZeroMQ: the parts queued so far are
       // discarded with the socket's pending message, so nothing half-sent
       // reaches the peer.
-      return ZmqError(absl::StrFormat("send to node %d", msg.header.recipient));
+      if (err == EAGAIN) {
+        std::string problem = PeerProblem(msg.header.recipient);
+        return absl::UnavailableError(absl::StrFormat(
+            "send to node %d: no connection to it can carry messages%s", msg.header.recipient,
+            problem.empty() ? " (it refused or closed ours)" : absl::StrCat(": ", problem)));
+      }
+      return absl::UnavailableError(absl::StrFormat("send to node %d: %s", msg.header.recipient,
+                                                    zmq_strerror(err)));
     }
   }
   stats_.messages_sent.fetch_add(1, std::memory_order_relaxed);
@@ -464,27 +559,33 @@ absl::StatusOr<Message> TcpTransport::Receive(absl::Duration timeout) {
     long slice_ms = std::clamp<long>(absl::ToInt64Milliseconds(left), 0, 50);
     zmq_pollitem_t item{receiver_.get(), 0, ZMQ_POLLIN, 0};
     int rc;
-    if (monitor_count_.load(std::memory_order_relaxed) == 0) {
+    if (monitor_count_.load(std::memory_order_acquire) == 0) {
       rc = zmq_poll(&item, 1, slice_ms);
     } else {
       // Connection events share the wait with messages (monitors are few:
-      // one per peer on the tiers that use them).
-      std::vector<zmq_pollitem_t> items = {item};
-      std::vector<const Watch*> watched;
-      {
+      // one per peer). The list is rebuilt only when a monitor was added,
+      // so a message costs no allocation and no lock here.
+      if (!poll_) poll_ = std::make_unique<PollSet>();
+      PollSet& p = *poll_;
+      const uint64_t changed = monitors_changed_.load(std::memory_order_acquire);
+      if (p.seen != changed) {
         std::lock_guard<std::mutex> lock(monitors_mu_);
+        p.seen = changed;
+        p.items.assign(1, item);
+        p.watched.clear();
         for (const auto& w : monitors_) {
-          items.push_back({w->pair.get(), 0, ZMQ_POLLIN, 0});
-          watched.push_back(w.get());
+          p.items.push_back({w->pair.get(), 0, ZMQ_POLLIN, 0});
+          p.watched.push_back(w.get());
         }
       }
-      rc = zmq_poll(items.data(), static_cast<int>(items.size()), slice_ms);
-      std::vector<const Watch*> ready;
-      for (size_t i = 1; rc > 0 && i < items.size(); ++i) {
-        if (items[i].revents & ZMQ_POLLIN) ready.push_back(watched[i - 1]);
+      for (auto& i : p.items) i.revents = 0;
+      rc = zmq_poll(p.items.data(), static_cast<int>(p.items.size()), slice_ms);
+      p.ready.clear();
+      for (size_t i = 1; rc > 0 && i < p.items.size(); ++i) {
+        if (p.items[i].revents & ZMQ_POLLIN) p.ready.push_back(p.watched[i - 1]);
       }
-      if (!ready.empty()) ReadMonitors(ready);
-      item.revents = items[0].revents;
+      if (!p.ready.empty()) ReadMonitors(p.ready);
+      item.revents = p.items[0].revents;
     }
     if (rc < 0) {
       if (zmq_errno() == EINTR) continue;

@@ -93,6 +93,10 @@ class TcpTransport final : public Transport {
     SocketPtr pair;  // the monitor's end
     int peer_id;     // < 0: the listener
     Counter disconnects;
+    // The dialled connection watched, when it is watched only until its
+    // first handshake succeeds (no CURVE, no disconnect counting): the
+    // monitor then stops, and the receive path is back to one socket.
+    std::weak_ptr<Peer> until_handshake;
   };
 
   // Reads the rest of a multipart message after the identity frame.
@@ -105,8 +109,12 @@ class TcpTransport final : public Transport {
   // Watches `sock` for failed handshakes and, with watch_disconnects_,
   // broken connections (counted in `disconnects`); `peer_id` < 0 for the
   // listener.
-  void Monitor(void* sock, int peer_id, Counter disconnects);
+  void Monitor(void* sock, int peer_id, Counter disconnects,
+               const std::shared_ptr<Peer>& peer = nullptr);
   void ReadMonitors(const std::vector<const Watch*>& ready);
+  // Stops the monitors of `done` (their handshakes succeeded) and forgets
+  // them. Receive() thread only.
+  void Retire(const std::vector<const Watch*>& done);
 
   const size_t max_message_bytes_;
   // Shared with the deleters of lent frames, which may run after we are gone.
@@ -138,6 +146,11 @@ class TcpTransport final : public Transport {
   mutable std::mutex monitors_mu_;
   std::vector<std::unique_ptr<Watch>> monitors_;
   std::atomic<size_t> monitor_count_{0};  // the Receive() fast path reads it
+  std::atomic<uint64_t> monitors_changed_{0};  // bumped on every add and removal
+  // Receive() thread only: what it polls (the listener, then each monitor),
+  // rebuilt when monitor_count_ changes (tcp_transport.cc).
+  struct PollSet;
+  std::unique_ptr<PollSet> poll_;
   std::map<int, std::string> peer_problems_;  // guarded by monitors_mu_
   int next_monitor_ = 0;
   uint64_t handshakes_refused_ = 0;  // Receive() thread only

@@ -17,8 +17,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/base/buffer.h"
-#include "core/base/config.h"
 #include "core/base/defaults.h"
+#include "core/base/link.h"
 #include "core/wire/message.h"
 
 namespace geops {
