@@ -8,8 +8,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "core/node/open_tier.h"
+#include "core/node/worker_node.h"
 #include "deploy/launcher.h"
 
 namespace geops::bench {
@@ -60,23 +59,18 @@ absl::Status RunBenchWorker(const std::string& not_a_worker, const WorkerBody& b
   auto c = ParseConfig(ProcessEnv());
   if (!c.ok()) return c.status();
   if (c->role != Role::kWorker) return absl::InvalidArgumentError(not_a_worker);
-  TierOptions to = MakeTierOptions(*c, /*global=*/false, Role::kWorker);
-  to.self.master = c->master_worker;
-  auto t = OpenTierNode(to);
-  if (!t.ok()) return t.status();
-  std::unique_ptr<TierNode> tier = std::move(*t);
-  auto kv = std::make_unique<KVWorker<float>>(*tier);
-  if (auto s = tier->Start(); !s.ok()) return s;
-  const NodeInfo* me = tier->Find(tier->my_id());  // the scheduler decided who trains
-  absl::Status s = body(*c, *tier, *kv, me != nullptr && me->trains);
+  auto node = WorkerNode::Create(*c);
+  if (!node.ok()) return node.status();
+  WorkerNode& n = **node;
+  if (auto s = n.Start(); !s.ok()) return s;
+  KVWorker<float> kv(n.kv());
+  absl::Status s = body(*c, n.tier(), kv, n.trains());
+  // As RunWorker, without a stats line: the bench adds up the other processes'.
   if (s.ok()) {
-    s = tier->Finalize();
-  } else if (tier->health().ok()) {
-    tier->Abort(absl::StrFormat("bench worker rank %d: %s", tier->my_rank(), s.message()));
+    s = n.Finalize();
+  } else {
+    n.Abort(s.message());
   }
-  // The tier first: its receive thread calls into the worker until joined.
-  tier.reset();
-  kv.reset();
   return s;
 }
 

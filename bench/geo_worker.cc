@@ -16,8 +16,8 @@
 #include "core/cluster/tier_node.h"
 #include "core/kv/kv_worker.h"
 #include "core/kv/partition.h"
+#include "core/node/wan_policy.h"
 #include "roles/trainer.h"
-#include "roles/wan_policy.h"
 
 namespace geops::bench {
 namespace {

@@ -22,8 +22,8 @@
 #include "bench/cluster_util.h"
 #include "bench/kv_bench.h"
 #include "bench/net_util.h"
+#include "core/node/report.h"
 #include "deploy/launcher.h"
-#include "roles/report.h"
 
 namespace geops::bench {
 namespace {

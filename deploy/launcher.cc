@@ -21,7 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
-#include "roles/report.h"
+#include "core/node/report.h"
 
 extern char** environ;
 

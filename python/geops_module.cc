@@ -1,4 +1,6 @@
-// _geops: the worker API of geops for Python (pybind11).
+// _geops: the worker API of geops for Python (pybind11), over the library's
+// WorkerNode and KVWorkerCore: the dtype comes from the array, and the
+// checks, the cut per key and the rounds are the C++ worker's own.
 //
 //   import geops
 //   w = geops.Worker()                 # joins the cluster DMLC_* describes
@@ -14,7 +16,6 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <cstdio>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -22,19 +23,16 @@
 #include <string>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "core/node/open_tier.h"
 #include "core/base/buffer.h"
 #include "core/base/config.h"
 #include "core/base/log.h"
-#include "core/cluster/tier_node.h"
-#include "core/kv/kv_client.h"
+#include "core/kv/kv_worker_core.h"
 #include "core/kv/partition.h"
-#include "roles/tier_setup.h"
-#include "roles/wan_policy.h"
+#include "core/node/wan_policy.h"
+#include "core/node/worker_node.h"
 
 namespace py = pybind11;
 
@@ -134,50 +132,6 @@ ArrayView View(const py::object& obj, const char* what, bool writable) {
   return v;
 }
 
-std::vector<Key> Keys(const std::vector<uint64_t>& keys) {
-  std::vector<Key> out;
-  out.reserve(keys.size());
-  for (size_t i = 0; i < keys.size(); ++i) {
-    if (i > 0 && keys[i] <= keys[i - 1]) {
-      throw py::value_error(absl::StrFormat(
-          "keys must be strictly increasing (key %d follows %d)", keys[i], keys[i - 1]));
-    }
-    out.push_back(static_cast<Key>(keys[i]));
-  }
-  if (out.empty()) throw py::value_error("a request needs at least one key");
-  return out;
-}
-
-// One Buffer per key: `lens` elements each, or an even split.
-std::vector<Buffer> Split(const ArrayView& v, size_t nkeys, const std::optional<std::vector<int64_t>>& lens,
-                          const char* what) {
-  std::vector<Buffer> out;
-  const size_t item = v.itemsize;
-  if (!lens || lens->empty()) {
-    if (v.elems % nkeys != 0) {
-      throw py::value_error(absl::StrFormat(
-          "%s: %d values do not split evenly over %d keys; pass lens", what, v.elems, nkeys));
-    }
-    const size_t each = v.elems / nkeys * item;
-    for (size_t i = 0; i < nkeys; ++i) out.push_back(v.buffer.Slice(i * each, each));
-    return out;
-  }
-  if (lens->size() != nkeys) {
-    throw py::value_error(absl::StrFormat("lens has %d entries for %d keys", lens->size(), nkeys));
-  }
-  size_t off = 0;
-  for (int64_t n : *lens) {
-    if (n < 0 || off + n > v.elems) break;
-    out.push_back(v.buffer.Slice(off * item, n * item));
-    off += n;
-  }
-  if (out.size() != nkeys || off != v.elems) {
-    throw py::value_error(absl::StrFormat("%s: lens do not cover its %d values exactly", what,
-                                          v.elems));
-  }
-  return out;
-}
-
 std::optional<std::string> Env(const EnvLookup& env, std::string_view name) {
   auto v = env(name);
   if (!v || v->empty()) return std::nullopt;
@@ -211,50 +165,47 @@ class Worker {
     log::SetVerbosity(config_.verbose);
     for (const auto& w : config_.warnings) log::Warn("%s", w);
 
-    TierOptions to = MakeTierOptions(config_, false, Role::kWorker);
-    to.self.master = config_.master_worker;
-    auto t = OpenTierNode(to);
-    if (!t.ok()) throw ConfigError(std::string(t.status().message()));
-    tier_ = std::move(*t);
-    client_ = std::make_unique<KVClient>(*tier_);  // its handler, before Start
+    auto node = WorkerNode::Create(config_);
+    if (!node.ok()) throw ConfigError(std::string(node.status().message()));
     absl::Status s;
     {
       py::gil_scoped_release nogil;
-      s = tier_->Start();
+      s = (*node)->Start();
     }
     if (!s.ok()) {
-      tier_.reset();  // before the client: its receive thread calls into it
-      client_.reset();
+      {
+        py::gil_scoped_release nogil;  // its destructor joins the tier's threads
+        node->reset();
+      }
       throw GeopsError(std::string(s.message()));
     }
-    const NodeInfo* me = tier_->Find(tier_->my_id());
-    trains_ = me != nullptr && me->trains;
+    node_ = std::move(*node);
+    trains_ = node_->trains();
   }
 
   ~Worker() {
-    if (tier_) {
+    if (node_) {
       py::gil_scoped_release nogil;
-      tier_->Abort("the Python worker was destroyed without shutdown()");
-      tier_.reset();
-      client_.reset();
+      node_->tier().Abort("the Python worker was destroyed without shutdown()");
+      node_.reset();
     }
   }
 
   int Push(const std::vector<uint64_t>& keys, const py::object& values,
            const std::optional<std::vector<int64_t>>& lens) {
-    return Submit(keys, &values, nullptr, lens, msgflag::kPush, true);
+    return Submit(keys, &values, nullptr, lens, msgflag::kPush);
   }
   int Pull(const std::vector<uint64_t>& keys, const py::object& out,
            const std::optional<std::vector<int64_t>>& lens) {
-    return Submit(keys, nullptr, &out, lens, msgflag::kPull, false);
+    return Submit(keys, nullptr, &out, lens, msgflag::kPull);
   }
   int PushPull(const std::vector<uint64_t>& keys, const py::object& values, const py::object& out,
                const std::optional<std::vector<int64_t>>& lens) {
-    return Submit(keys, &values, &out, lens, msgflag::kPush | msgflag::kPull, true);
+    return Submit(keys, &values, &out, lens, msgflag::kPush | msgflag::kPull);
   }
   int Init(const std::vector<uint64_t>& keys, const py::object& values,
            const std::optional<std::vector<int64_t>>& lens) {
-    return Submit(keys, &values, nullptr, lens, msgflag::kPush | msgflag::kInit, false);
+    return Submit(keys, &values, nullptr, lens, msgflag::kPush | msgflag::kInit);
   }
 
   int SetRule(const std::string& rule, double lr, int average_over, py::object wan_dtype,
@@ -301,7 +252,7 @@ class Worker {
       r.wan_mixed = s == "mixed";
     }
     if (!wan_staleness.is_none()) r.wan_staleness = wan_staleness.cast<uint32_t>();
-    return client_->SetRule(r);
+    return node_->kv().SetRule(r);
   }
 
   void Wait(int ts) {
@@ -310,7 +261,7 @@ class Worker {
     absl::Status s;
     {
       py::gil_scoped_release nogil;
-      s = client_->Wait(ts);
+      s = node_->kv().Wait(ts);
     }
     Releases().Drain();
     Check(s);
@@ -318,23 +269,21 @@ class Worker {
 
   // Leaves the cluster in order (after every worker of the tier is done).
   void Shutdown(bool print_stats) {
-    if (!tier_) return;
+    if (!node_) return;
     absl::Status s;
     {
       py::gil_scoped_release nogil;
-      s = tier_->Finalize();
+      s = node_->Finalize();
     }
     Close(print_stats);
     Check(s);
   }
   // Stops the whole cluster, naming `reason` in every process's log.
   void Abort(const std::string& reason, bool print_stats) {
-    if (!tier_) return;
+    if (!node_) return;
     {
       py::gil_scoped_release nogil;
-      if (tier_->health().ok()) {
-        tier_->Abort(absl::StrFormat("worker rank %d: %s", tier_->my_rank(), reason));
-      }
+      node_->Abort(reason);
     }
     Close(print_stats);
   }
@@ -347,7 +296,7 @@ class Worker {
     Releases().Drain();
     Live();
     ArrayView v = View(obj, "array", false);
-    if (lands_in_place()) Check(client_->Register(v.buffer));
+    if (lands_in_place()) Check(node_->kv().Register(v.buffer));
     std::lock_guard<std::mutex> lock(mu_);
     registered_[reinterpret_cast<uintptr_t>(v.buffer.data())] = v.buffer;
   }
@@ -357,14 +306,14 @@ class Worker {
     registered_.erase(reinterpret_cast<uintptr_t>(v.buffer.data()));
   }
 
-  int rank() const { return tier_ ? tier_->my_rank() : -1; }
+  int rank() const { return node_ ? node_->tier().my_rank() : -1; }
   bool is_master() const { return config_.master_worker; }
   bool trains() const { return trains_; }
   int num_workers() const {
     if (config_.num_all_workers > 0) return config_.num_all_workers;
     int n = 0;
-    if (tier_) {
-      for (const auto& w : tier_->Members(Role::kWorker)) n += w.trains ? 1 : 0;
+    if (node_) {
+      for (const auto& w : node_->tier().Members(Role::kWorker)) n += w.trains ? 1 : 0;
     }
     return n;
   }
@@ -375,15 +324,15 @@ class Worker {
   std::string party() const { return config_.party; }
   // The rdma transport writes pulled values into registered destinations
   // (the van decides, as for the C++ trainer).
-  bool lands_in_place() const { return tier_ && config_.local_van == VanType::kRdma; }
+  bool lands_in_place() const { return node_ && config_.local_van == VanType::kRdma; }
   // Copies into the caller's arrays: the client's (small values, eager
   // rdma messages) and the tcp transport's (large values moved out of
   // ZeroMQ's frames as they arrive).
   uint64_t bytes_copied() const {
-    if (!client_) return 0;
-    return client_->bytes_copied() + (tier_ ? tier_->stats().bytes_staged.load() : 0);
+    if (!node_) return 0;
+    return node_->kv().client().bytes_copied() + node_->tier().stats().bytes_staged.load();
   }
-  bool running() const { return tier_ != nullptr; }
+  bool running() const { return node_ != nullptr; }
 
  private:
   // `v` as a view of a register()ed Buffer that covers it, when one does.
@@ -401,80 +350,60 @@ class Worker {
   }
 
   void Live() const {
-    if (!tier_) throw GeopsError("this worker has left the cluster (shutdown() or abort())");
+    if (!node_) throw GeopsError("this worker has left the cluster (shutdown() or abort())");
   }
 
   void Close(bool print_stats) {
     py::gil_scoped_release nogil;
-    if (print_stats) PrintTierStats(config_, *tier_);
-    tier_.reset();  // first: its receive thread calls into the client
-    client_.reset();
+    if (print_stats) node_->PrintStats();
+    node_.reset();
     std::lock_guard<std::mutex> lock(mu_);
     registered_.clear();
   }
 
-  int Submit(const std::vector<uint64_t>& key_list, const py::object* values,
+  int Submit(const std::vector<uint64_t>& keys, const py::object* values,
              const py::object* out, const std::optional<std::vector<int64_t>>& lens,
-             uint32_t flags, bool advance) {
+             uint32_t flags) {
     Releases().Drain();
     Live();
-    std::vector<Key> keys = Keys(key_list);
-    KVClient::Request req;
-    DType dtype = DType::kNone;
-    std::vector<Buffer> registered;
+    KVWorkerCore::Call call;
+    call.keys.assign(keys.begin(), keys.end());
+    call.flags = flags;
+    if (lens) call.lens = *lens;
     if (values) {
       ArrayView v = Registered(View(*values, "values", false));
-      dtype = v.dtype;
-      req.values = Split(v, keys.size(), lens, "values");
-      registered.push_back(v.buffer);
+      call.dtype = v.dtype;
+      call.values = v.buffer;
     }
     if (out) {
       ArrayView o = Registered(View(*out, "out", true));
-      if (dtype != DType::kNone && o.dtype != dtype) {
+      if (values && o.dtype != call.dtype) {
         throw py::type_error(absl::StrFormat("out is %s but values are %s: use one dtype",
-                                             DTypeName(o.dtype), DTypeName(dtype)));
+                                             DTypeName(o.dtype), DTypeName(call.dtype)));
       }
-      dtype = o.dtype;
-      std::optional<std::vector<int64_t>> out_lens = lens;
-      if (values && (!lens || lens->empty())) {
-        // Each key's result has the size of what was pushed for it.
-        out_lens = std::vector<int64_t>();
-        for (const Buffer& b : req.values) {
-          out_lens->push_back(static_cast<int64_t>(b.size() / o.itemsize));
-        }
-      }
-      req.destinations = Split(o, keys.size(), out_lens, "out");
-      registered.push_back(o.buffer);
+      call.dtype = o.dtype;
+      call.dest = o.buffer;
     }
+    // Registered before anything is sent: a refused registration (RDMA
+    // memlock) must not leave this worker a round ahead.
+    std::vector<Buffer> registered;
     if (lands_in_place()) {
-      for (const Buffer& b : registered) Check(client_->Register(b));
+      if (values) registered.push_back(call.values);
+      if (out) registered.push_back(*call.dest);
     }
-    std::vector<uint64_t> rounds(keys.size());
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      for (size_t i = 0; i < keys.size(); ++i) {
-        uint64_t& r = rounds_[keys[i]];
-        if (advance) ++r;
-        rounds[i] = r;
-      }
-    }
-    req.keys = keys;
-    req.rounds = rounds;
-    req.dtype = dtype;
-    req.flags = flags;
-    // Submit copies what it keeps of keys and rounds before it returns.
+    auto prepared = KVWorkerCore::Prepare(std::move(call));
+    if (!prepared.ok()) throw py::value_error(std::string(prepared.status().message()));
+    for (const Buffer& b : registered) Check(node_->kv().Register(b));
     py::gil_scoped_release nogil;
-    return client_->Submit(std::move(req));
+    return node_->kv().Submit(std::move(*prepared));
   }
 
   Config config_;
   std::optional<std::pair<int, int>> shard_;
   bool trains_ = false;
-  std::unique_ptr<TierNode> tier_;
-  std::unique_ptr<KVClient> client_;
+  std::unique_ptr<WorkerNode> node_;  // null once the worker left the cluster
   std::mutex mu_;
-  absl::flat_hash_map<Key, uint64_t> rounds_;  // guarded by mu_
-  std::map<uintptr_t, Buffer> registered_;       // by start address; guarded by mu_
+  std::map<uintptr_t, Buffer> registered_;  // by start address; guarded by mu_
 };
 
 }  // namespace

@@ -13,10 +13,10 @@
 #include "core/kv/dtype_ops.h"
 #include "core/kv/kv_worker.h"
 #include "core/kv/partition.h"
-#include "roles/report.h"
+#include "core/node/report.h"
+#include "core/node/wan_policy.h"
+#include "core/node/worker_node.h"
 #include "roles/roles.h"
-#include "roles/tier_setup.h"
-#include "roles/wan_policy.h"
 
 namespace geops {
 namespace {

@@ -21,6 +21,10 @@ cmake -S "$source_dir/tests/consumer" -B "$scratch/consumer" \
 cmake --build "$scratch/consumer" >/dev/null
 "$scratch/consumer/consumer" > "$scratch/consumer.txt"
 grep -q "consumer ok" "$scratch/consumer.txt"
+# The umbrella header alone is the whole user API, installed as in the tree.
+test -f "$scratch/prefix/include/geops/geops/geops.h"
+"$scratch/consumer/umbrella" > "$scratch/umbrella.txt"
+grep -q "umbrella ok" "$scratch/umbrella.txt"
 echo "installed package found and linked"
 # The Python package, when built: where the install put it, importable.
 py=$(sed -n 's/^Python3_EXECUTABLE:[A-Z]*=//p' "$build_dir/CMakeCache.txt")

@@ -1,7 +1,7 @@
 // The result lines: what a process prints, geops-launch reads back whole.
 #include <catch2/catch.hpp>
 
-#include "roles/report.h"
+#include "core/node/report.h"
 
 using namespace geops::report;
 

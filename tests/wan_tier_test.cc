@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_split.h"
 #include "cluster_util.h"
-#include "roles/report.h"
+#include "core/node/report.h"
 
 using namespace geops::deploy;
 using namespace geops::testing;

@@ -14,9 +14,9 @@
 #include "core/cluster/tier_node.h"
 #include "core/kv/kv_worker.h"
 #include "core/kv/partition.h"
-#include "roles/report.h"
-#include "roles/tier_setup.h"
-#include "roles/wan_policy.h"
+#include "core/node/report.h"
+#include "core/node/wan_policy.h"
+#include "core/node/worker_node.h"
 
 namespace geops::train {
 namespace {

@@ -10,15 +10,18 @@
 // split the values evenly). The Z* calls never copy tensor bytes: ZPush
 // sends views of the caller's Buffer (keep it unchanged until Wait) and
 // ZPull returns views of the received frames.
+//
+// KVWorker holds no state of its own: the checks, the cut per key and the
+// rounds are KVWorkerCore's (kv_worker_core.h), which takes the dtype at
+// run time. Typed views of one core share its rounds.
 #pragma once
 
 #include <cstring>
-#include <mutex>
+#include <functional>
+#include <memory>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
-#include "absl/strings/str_format.h"
-#include "core/kv/kv_client.h"
+#include "core/kv/kv_worker_core.h"
 
 namespace geops {
 
@@ -36,33 +39,37 @@ class KVWorker {
  public:
   using Callback = std::function<void()>;
 
-  explicit KVWorker(TierNode& tier) : client_(tier) {}
+  // A worker of its own over `tier`: create before tier.Start().
+  explicit KVWorker(TierNode& tier)
+      : owned_(std::make_unique<KVWorkerCore>(tier)), core_(owned_.get()) {}
+  // A typed view of `core` (e.g. WorkerNode's), which must outlive it.
+  explicit KVWorker(KVWorkerCore& core) : core_(&core) {}
 
   int Push(const std::vector<Key>& keys, const std::vector<Val>& vals,
            const std::vector<int>& lens = {}, Callback cb = nullptr) {
-    return ZPush(keys, Buffer::CopyOf(vals.data(), vals.size() * sizeof(Val)), lens, cb);
+    return ZPush(keys, Copy(vals), lens, cb);
   }
   int Pull(const std::vector<Key>& keys, std::vector<Val>* vals, std::vector<int>* lens = nullptr,
            Callback cb = nullptr) {
-    return Send(keys, {}, msgflag::kPull, /*advance=*/false, CopyOut(vals, lens, cb));
+    return Send(keys, msgflag::kPull, {}, {}, {}, CopyOut(vals, lens, cb));
   }
   int PushPull(const std::vector<Key>& keys, const std::vector<Val>& vals, std::vector<Val>* outs,
                const std::vector<int>& lens = {}, Callback cb = nullptr) {
-    Buffer all = Buffer::CopyOf(vals.data(), vals.size() * sizeof(Val));
-    return SendSplit(keys, all, lens, msgflag::kPush | msgflag::kPull, true,
-                     CopyOut(outs, nullptr, cb));
+    return Send(keys, msgflag::kPush | msgflag::kPull, Copy(vals), lens, {},
+                CopyOut(outs, nullptr, cb));
   }
   int ZPush(const std::vector<Key>& keys, const Buffer& vals, const std::vector<int>& lens = {},
             Callback cb = nullptr) {
-    return SendSplit(keys, vals, lens, msgflag::kPush, true, Notify(cb));
+    return Send(keys, msgflag::kPush, vals, lens, {}, KVWorkerCore::Notify(cb));
   }
   // `outs` receives one Buffer per key, viewing the received data.
   int ZPull(const std::vector<Key>& keys, std::vector<Buffer>* outs, Callback cb = nullptr) {
-    return Send(keys, {}, msgflag::kPull, false, Views(outs, cb));
+    return Send(keys, msgflag::kPull, {}, {}, {}, KVWorkerCore::Views(outs, cb));
   }
   int ZPushPull(const std::vector<Key>& keys, const Buffer& vals, std::vector<Buffer>* outs,
                 const std::vector<int>& lens = {}, Callback cb = nullptr) {
-    return SendSplit(keys, vals, lens, msgflag::kPush | msgflag::kPull, true, Views(outs, cb));
+    return Send(keys, msgflag::kPush | msgflag::kPull, vals, lens, {},
+                KVWorkerCore::Views(outs, cb));
   }
   // Like ZPull / ZPushPull, but the values of key i end up in dests[i]
   // (sized exactly). Over rdma, with dests registered (Register), the
@@ -70,111 +77,47 @@ class KVWorker {
   // copies each value there as it arrives (counted in its stats()).
   int ZPullInto(const std::vector<Key>& keys, const std::vector<Buffer>& dests,
                 Callback cb = nullptr) {
-    return Send(keys, {}, msgflag::kPull, false, Notify(cb), dests);
+    return Send(keys, msgflag::kPull, {}, {}, dests, KVWorkerCore::Notify(cb));
   }
   int ZPushPullInto(const std::vector<Key>& keys, const Buffer& vals,
                     const std::vector<Buffer>& dests, const std::vector<int>& lens = {},
                     Callback cb = nullptr) {
-    return SendSplit(keys, vals, lens, msgflag::kPush | msgflag::kPull, true, Notify(cb), dests);
+    return Send(keys, msgflag::kPush | msgflag::kPull, vals, lens, dests,
+                KVWorkerCore::Notify(cb));
   }
   // Registers `buf` with the transport (RDMA) so that Z* calls on it move
   // no byte through user space; a no-op over tcp.
-  absl::Status Register(const Buffer& buf) { return client_.Register(buf); }
+  absl::Status Register(const Buffer& buf) { return core_->Register(buf); }
 
   // Master worker: the initial parameters (round 0) of `keys`.
   int Init(const std::vector<Key>& keys, const std::vector<Val>& vals,
            const std::vector<int>& lens = {}) {
-    Buffer all = Buffer::CopyOf(vals.data(), vals.size() * sizeof(Val));
-    return SendSplit(keys, all, lens, msgflag::kPush | msgflag::kInit, false, nullptr);
+    return Send(keys, msgflag::kPush | msgflag::kInit, Copy(vals), lens, {}, nullptr);
   }
   // Master worker: the update rule every server of the tier applies.
-  int SetRule(const RuleSpec& rule) { return client_.SetRule(rule); }
+  int SetRule(const RuleSpec& rule) { return core_->SetRule(rule); }
 
-  absl::Status Wait(int ts) { return client_.Wait(ts); }
-  KVClient& client() { return client_; }
+  absl::Status Wait(int ts) { return core_->Wait(ts); }
+  KVClient& client() { return core_->client(); }
+  KVWorkerCore& core() { return *core_; }
 
  private:
-  // Per-key rounds travel with the request; a push opens the next round.
-  std::vector<uint64_t> Rounds(const std::vector<Key>& keys, bool advance) {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::vector<uint64_t> out(keys.size());
-    for (size_t i = 0; i < keys.size(); ++i) {
-      uint64_t& r = rounds_[keys[i]];
-      if (advance) ++r;
-      out[i] = r;
-    }
-    return out;
+  static Buffer Copy(const std::vector<Val>& vals) {
+    return Buffer::CopyOf(vals.data(), vals.size() * sizeof(Val));
   }
 
-  int Send(const std::vector<Key>& keys, std::vector<Buffer> values, uint32_t flags, bool advance,
-           KVClient::Completion done, std::vector<Buffer> dests = {}) {
-    // Everything that can reject a request is checked before its keys'
-    // rounds advance: a rejected push must not put this worker out of step.
-    for (size_t i = 1; i < keys.size(); ++i) {
-      if (keys[i] <= keys[i - 1]) {
-        return client_.Reject(absl::InvalidArgumentError("keys must be strictly increasing"),
-                              std::move(done));
-      }
-    }
-    if (keys.empty() || (!dests.empty() && dests.size() != keys.size())) {
-      return client_.Reject(
-          absl::InvalidArgumentError("a request needs keys, and one destination per key"),
-          std::move(done));
-    }
-    std::vector<uint64_t> rounds = Rounds(keys, advance);
-    KVClient::Request req{keys, std::move(values), rounds, DTypeOf<Val>(), flags,
-                          std::move(dests)};
-    return client_.Submit(std::move(req), std::move(done));
+  int Send(const std::vector<Key>& keys, uint32_t flags, Buffer values,
+           const std::vector<int>& lens, std::vector<Buffer> dests, KVClient::Completion done) {
+    KVWorkerCore::Call call;
+    call.keys = keys;
+    call.dtype = DTypeOf<Val>();
+    call.flags = flags;
+    call.values = std::move(values);
+    call.lens.assign(lens.begin(), lens.end());
+    call.dests = std::move(dests);
+    return core_->Send(std::move(call), std::move(done));
   }
 
-  // Splits `all` into per-key views by `lens` (even split when empty).
-  int SendSplit(const std::vector<Key>& keys, const Buffer& all, const std::vector<int>& lens,
-                uint32_t flags, bool advance, KVClient::Completion done,
-                std::vector<Buffer> dests = {}) {
-    size_t total = all.size() / sizeof(Val);
-    if (all.size() % sizeof(Val) != 0 || keys.empty()) {
-      return client_.Reject(absl::InvalidArgumentError("values are not whole elements"),
-                            std::move(done));
-    }
-    std::vector<Buffer> values;
-    values.reserve(keys.size());
-    if (lens.empty()) {
-      if (total % keys.size() != 0) {
-        return client_.Reject(absl::InvalidArgumentError(absl::StrFormat(
-                                  "%d values do not split evenly over %d keys; pass lens",
-                                  total, keys.size())),
-                              std::move(done));
-      }
-      size_t each = total / keys.size() * sizeof(Val);
-      for (size_t i = 0; i < keys.size(); ++i) values.push_back(all.Slice(i * each, each));
-    } else {
-      size_t off = 0;
-      bool ok = lens.size() == keys.size();
-      for (size_t i = 0; ok && i < keys.size(); ++i) {
-        ok = lens[i] >= 0 && off + lens[i] <= total;
-        if (ok) values.push_back(all.Slice(off * sizeof(Val), lens[i] * sizeof(Val)));
-        off += ok ? lens[i] : 0;
-      }
-      if (!ok || off != total) {
-        return client_.Reject(absl::InvalidArgumentError(absl::StrFormat(
-                                  "lens (%d entries) do not cover the %d values of %d keys",
-                                  lens.size(), total, keys.size())),
-                              std::move(done));
-      }
-    }
-    return Send(keys, std::move(values), flags, advance, std::move(done), std::move(dests));
-  }
-
-  static KVClient::Completion Notify(Callback cb) {
-    if (!cb) return nullptr;
-    return [cb](const absl::Status&, std::vector<Buffer>&) { cb(); };
-  }
-  static KVClient::Completion Views(std::vector<Buffer>* outs, Callback cb) {
-    return [outs, cb](const absl::Status& s, std::vector<Buffer>& values) {
-      if (s.ok() && outs) *outs = std::move(values);
-      if (cb) cb();
-    };
-  }
   static KVClient::Completion CopyOut(std::vector<Val>* vals, std::vector<int>* lens,
                                       Callback cb) {
     return [vals, lens, cb](const absl::Status& s, std::vector<Buffer>& values) {
@@ -194,9 +137,8 @@ class KVWorker {
     };
   }
 
-  KVClient client_;
-  std::mutex mu_;
-  absl::flat_hash_map<Key, uint64_t> rounds_;
+  std::unique_ptr<KVWorkerCore> owned_;  // when constructed over a tier
+  KVWorkerCore* core_;
 };
 
 }  // namespace geops

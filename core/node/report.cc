@@ -1,4 +1,4 @@
-#include "roles/report.h"
+#include "core/node/report.h"
 
 #include <map>
 

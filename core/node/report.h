@@ -11,7 +11,7 @@
 
 namespace geops::report {
 
-// Every process, once per tier it belonged to (PrintTierStats).
+// Every process, once per tier it belonged to (PrintTierStats, stats_line.h).
 struct TierStats {
   static constexpr std::string_view kTag = "geops-stats";
   std::string role;  // Config::Describe()
@@ -24,7 +24,7 @@ struct TierStats {
   static std::optional<TierStats> Parse(std::string_view line);
 };
 
-// The built-in checking trainer (roles/trainer.cc), at its end.
+// The built-in checking trainer of the geops executable, at its end.
 struct Worker {
   static constexpr std::string_view kTag = "geops-worker";
   int rank = 0;
