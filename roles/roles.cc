@@ -121,14 +121,12 @@ absl::Status RunServer(const Config& c) {
   // The WAN policies act on the global tier only; a party's own tier
   // stays exact, synchronous and in full precision.
   wan.topk = global ? c.wan_topk : 0;
-  wan.topk_min_elems = c.wan_topk_min_elems;
+  wan.topk_min_elems = static_cast<int64_t>(c.wan_topk_min_elems);
   wan.mixed = global && top && c.wan_mixed;
-  wan.staleness = c.wan_staleness;
-  wan.hfa_k2 = global && !top && c.hfa ? c.hfa_k2 : 0;
+  wan.staleness = static_cast<int>(c.wan_staleness);
+  wan.hfa_k2 = global && !top ? static_cast<int>(c.hfa_k2) : 0;
   wan.global_tier = global != nullptr;
-  wan.wire_dtype = c.wan_precision == Config::WanPrecision::kFloat16    ? DType::kFloat16
-                   : c.wan_precision == Config::WanPrecision::kBFloat16 ? DType::kBFloat16
-                                                                        : DType::kNone;
+  wan.wire_dtype = c.wan_dtype;
   agg = std::make_unique<Aggregator>(upstream.get(), wan);
   // A party server sends its batched sums once it has read every message
   // its workers sent so far.
