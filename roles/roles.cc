@@ -96,11 +96,13 @@ absl::Status RunServer(const Config& c) {
   struct StopTiers {
     std::unique_ptr<TierNode>& global;
     std::unique_ptr<TierNode>& local;
+    std::unique_ptr<Aggregator>& agg;
     ~StopTiers() {
       if (global) global->Stop();
       if (local) local->Stop();
+      if (agg) agg->Stop();
     }
-  } stop_tiers{global, local};
+  } stop_tiers{global, local, agg};
 
   if (has_global) {
     auto t = TierNode::Create(MakeTierOptions(c, true, top ? Role::kServer : Role::kWorker));
@@ -113,33 +115,31 @@ absl::Status RunServer(const Config& c) {
   local = std::move(*lt);
 
   if (global && !top) upstream = std::make_unique<KVClient>(*global);
-  WanOptions wan;
-  wan.coalesce_bytes = c.wan_coalesce_bytes;
-  wan.coalesce_delay = c.wan_coalesce_delay;
-  wan.priority = c.wan_priority;
-  wan.window_bytes = c.wan_window_bytes;
+  AggregatorOptions ao;
+  ao.uplink.coalesce_bytes = c.wan_coalesce_bytes;
+  ao.uplink.coalesce_delay = c.wan_coalesce_delay;
+  ao.uplink.priority = c.wan_priority;
+  ao.uplink.window_bytes = c.wan_window_bytes;
   // The WAN policies act on the global tier only; a party's own tier
   // stays exact, synchronous and in full precision.
-  wan.topk = global ? c.wan_topk : 0;
-  wan.topk_min_elems = static_cast<int64_t>(c.wan_topk_min_elems);
-  wan.mixed = global && top && c.wan_mixed;
-  wan.staleness = static_cast<int>(c.wan_staleness);
-  wan.hfa_k2 = global && !top ? static_cast<int>(c.hfa_k2) : 0;
-  wan.global_tier = global != nullptr;
-  wan.wire_dtype = c.wan_dtype;
-  agg = std::make_unique<Aggregator>(upstream.get(), wan);
-  // A party server sends its batched sums once it has read every message
-  // its workers sent so far.
-  if (upstream) local->set_idle_handler([a = agg.get()] { a->Flush(); });
+  ao.policy = c.wan_policy();
+  if (!global) ao.policy.wan_topk = 0;
+  ao.policy.wan_mixed = global && top && c.wan_mixed;
+  if (!global || top) ao.policy.hfa_k2 = 0;
+  ao.global_tier = global != nullptr;
   if (global && top) {
     // GeoMX semantics: with DMLC_ENABLE_CENTRAL_WORKER=0 the central party's
     // workers may push, but only the parties' sums count.
-    agg->set_contribution_filter([l = local.get()](const KVRequest& r) {
+    ao.counts = [l = local.get()](const KVRequest& r) {
       if (r.via->tier().name() != "local") return true;
       const NodeInfo* n = l->Find(r.sender);
       return n != nullptr && n->trains;
-    });
+    };
   }
+  agg = MakeAggregator(upstream.get(), std::move(ao));
+  // A party server sends its batched sums once it has read every message
+  // its workers sent so far (and at the latest on its own deadline).
+  if (upstream) local->set_idle_handler([a = agg.get()] { a->Flush(); });
   auto handle = [a = agg.get()](KVRequest&& r) { a->Handle(std::move(r)); };
   auto rule = [a = agg.get()](const RuleSpec& r) { return a->SetRule(r); };
   local_server = std::make_unique<KVServer>(*local, handle, rule);
