@@ -201,9 +201,8 @@ absl::Status CheckGeoMXVariables(const EnvLookup& env, std::vector<std::string>*
   return absl::OkStatus();
 }
 
-// DMLC_ROLE, DMLC_ROLE_GLOBAL and DMLC_ROLE_MASTER_WORKER, and whether a
-// party's server joins the global tier.
-absl::Status ParseRoles(const EnvLookup& env, Config& c) {
+// DMLC_ROLE_GLOBAL and DMLC_ROLE, each on its own.
+absl::Status ParseRoleNames(const EnvLookup& env, Config& c) {
   auto role = Get(env, "DMLC_ROLE");
   auto grole = Get(env, "DMLC_ROLE_GLOBAL");
 
@@ -231,7 +230,14 @@ absl::Status ParseRoles(const EnvLookup& env, Config& c) {
         "DMLC_ROLE is not set: expected one of scheduler, server, worker "
         "(or DMLC_ROLE_GLOBAL=global_scheduler)");
   }
+  return absl::OkStatus();
+}
 
+// DMLC_ROLE, DMLC_ROLE_GLOBAL and DMLC_ROLE_MASTER_WORKER, and whether a
+// party's server joins the global tier.
+absl::Status ParseRoles(const EnvLookup& env, Config& c) {
+  if (auto s = ParseRoleNames(env, c); !s.ok()) return s;
+  auto role = Get(env, "DMLC_ROLE");
   // Cross-checks between the two roles.
   if (c.global_role == Role::kServer && c.role != Role::kServer) {
     return Bad("DMLC_ROLE", role.value_or(""),

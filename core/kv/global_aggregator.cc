@@ -108,32 +108,7 @@ void GlobalAggregator::HandleLocked(KVRequest&& req) {
     return;
   }
   const bool mixed = policy().wan_mixed;
-  if (req.push()) {
-    const bool counts = !counts_ || counts_(req);
-    if (!counts && !said_ignored_) {
-      said_ignored_ = true;
-      log::Warn("ignoring the pushes of the central party's workers: DMLC_ENABLE_CENTRAL_WORKER "
-                "is 0 (as in GeoMX, only the parties' sums count)");
-    }
-    if (counts && req.round == 0) {
-      via->RespondError(req, "a push must be for round 1 or later (round 0 is the initial value)");
-      return;
-    }
-    const uint64_t contributor = SumEngine::ContributorOf(req);
-    if (counts && mixed) {
-      ApplyMixed(req, table, contributor);
-      if (req.keys.empty()) return;  // answered with an error
-    } else if (counts) {
-      auto complete = [&](Key key, Buffer total) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-        Complete(key, req.round, req.dtype, std::move(total), slice);
-      };
-      if (!engine_.Sum(req, contributor, complete)) return;
-    }
-    if (!req.pull()) {
-      via->Respond(req, {}, req.dtype);
-      return;
-    }
-  }
+  if (req.push() && (!Push(req, table, mixed) || !req.pull())) return;
 
   // A pull (or the pull half of a push-pull): answer now or park per key.
   auto parked = std::make_shared<Parked>();
@@ -154,6 +129,33 @@ void GlobalAggregator::HandleLocked(KVRequest&& req) {
     return;
   }
   engine_.PullOrPark(std::move(parked), std::move(req));
+}
+
+bool GlobalAggregator::Push(KVRequest& req, AggregationTable& table, bool mixed) {
+  KVServer* via = req.via;
+  const bool counts = !counts_ || counts_(req);
+  if (!counts && !said_ignored_) {
+    said_ignored_ = true;
+    log::Warn("ignoring the pushes of the central party's workers: DMLC_ENABLE_CENTRAL_WORKER "
+              "is 0 (as in GeoMX, only the parties' sums count)");
+  }
+  if (counts && req.round == 0) {
+    via->RespondError(req, "a push must be for round 1 or later (round 0 is the initial value)");
+    return false;
+  }
+  const uint64_t contributor = SumEngine::ContributorOf(req);
+  if (counts && mixed) {
+    ApplyMixed(req, table, contributor);
+    if (req.keys.empty()) return false;  // answered with an error
+  } else if (counts) {
+    const bool slice = req.flags & msgflag::kSlice;
+    auto complete = [&](Key key, Buffer total) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      Complete(key, req.round, req.dtype, std::move(total), slice);
+    };
+    if (!engine_.Sum(req, contributor, complete)) return false;
+  }
+  if (!req.pull()) via->Respond(req, {}, req.dtype);
+  return true;
 }
 
 void GlobalAggregator::Init(const KVRequest& req, AggregationTable& table, bool slice) {

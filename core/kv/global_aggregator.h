@@ -40,6 +40,10 @@ class GlobalAggregator : public Aggregator {
   // Decodes a kSparse request's values (false: answered with the error).
   bool DecodeRequest(KVRequest& req, AggregationTable& table)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(engine_.mu());
+  // Sums (or, MixedSync, applies) a push that counts and acknowledges a
+  // bare one; false: answered with an error.
+  bool Push(KVRequest& req, AggregationTable& table, bool mixed)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(engine_.mu());
   void Init(const KVRequest& req, AggregationTable& table, bool slice)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(engine_.mu());
   // The rule applied to a closed round's total, then published.
