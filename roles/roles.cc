@@ -1,17 +1,10 @@
 #include "roles/roles.h"
 
-#include <cstdio>
-#include <set>
+#include <optional>
 
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "core/node/open_tier.h"
 #include "core/base/log.h"
-#include "core/cluster/tier_node.h"
-#include "core/cluster/tier_scheduler.h"
-#include "core/kv/kv_client.h"
-#include "core/kv/kv_server.h"
-#include "core/kv/aggregator.h"
+#include "core/node/open_tier.h"
+#include "core/node/server_node.h"
 #include "core/node/stats_line.h"
 
 namespace geops {
@@ -27,161 +20,17 @@ absl::Status RunScheduler(const Config& c) {
   return done;
 }
 
-namespace {
-
-// A failure in one tier stops the other: a party server whose workers died
-// must not leave the global tier waiting for its contribution.
-void LinkAborts(TierNode& a, TierNode& b) {
-  a.add_abort_handler([&b, label = a.label()](const std::string& why) {
-    b.Abort(absl::StrCat(label, " tier: ", why));
-  });
-  b.add_abort_handler([&a, label = b.label()](const std::string& why) {
-    a.Abort(absl::StrCat(label, " tier: ", why));
-  });
-}
-
-int CountTrainers(const Tier& tier) {
-  int n = 0;
-  for (const auto& w : tier.Members(Role::kWorker)) n += w.trains;
-  return n;
-}
-
-}  // namespace
-
 absl::Status RunServer(const Config& c) {
-  const bool has_global = c.in_global_tier();
   const bool top = c.global_role != Role::kWorker;  // global server or single tier
-
-  // Declared so that the tiers (and their receive threads) go first.
-  std::unique_ptr<Aggregator> agg;
-  std::unique_ptr<KVClient> upstream;
-  std::unique_ptr<KVServer> global_server, local_server;
-  std::unique_ptr<TierNode> global, local;
-  // Runs first on every return: both tiers' threads are joined before any
-  // of the objects they call into (the other tier included) is destroyed.
-  struct StopTiers {
-    std::unique_ptr<TierNode>& global;
-    std::unique_ptr<TierNode>& local;
-    ~StopTiers() {
-      if (global) global->Stop();
-      if (local) local->Stop();
-    }
-  } stop_tiers{global, local};
-
-  if (has_global) {
-    auto t = OpenTierNode(MakeTierOptions(c, true, top ? Role::kServer : Role::kWorker));
-    if (!t.ok()) return t.status();
-    global = std::move(*t);
-  }
-  TierOptions lo = MakeTierOptions(c, false, Role::kServer);
-  auto lt = OpenTierNode(lo);
-  if (!lt.ok()) return lt.status();
-  local = std::move(*lt);
-
-  if (global && !top) upstream = std::make_unique<KVClient>(*global);
-  WanOptions wan;
-  wan.coalesce_bytes = c.wan_coalesce_bytes;
-  wan.coalesce_delay = c.wan_coalesce_delay;
-  wan.priority = c.wan_priority;
-  wan.window_bytes = c.wan_window_bytes;
-  // The WAN policies act on the global tier only; a party's own tier
-  // stays exact, synchronous and in full precision.
-  wan.topk = global ? c.wan_topk : 0;
-  wan.topk_min_elems = c.wan_topk_min_elems;
-  wan.mixed = global && top && c.wan_mixed;
-  wan.staleness = c.wan_staleness;
-  wan.hfa_k2 = global && !top && c.hfa ? c.hfa_k2 : 0;
-  wan.global_tier = global != nullptr;
-  wan.wire_dtype = c.wan_precision == Config::WanPrecision::kFloat16    ? DType::kFloat16
-                   : c.wan_precision == Config::WanPrecision::kBFloat16 ? DType::kBFloat16
-                                                                        : DType::kNone;
-  agg = std::make_unique<Aggregator>(upstream.get(), wan);
-  // A party server sends its batched sums once it has read every message
-  // its workers sent so far.
-  if (upstream) local->set_idle_handler([a = agg.get()] { a->Flush(); });
-  if (global && top) {
-    // GeoMX semantics: with DMLC_ENABLE_CENTRAL_WORKER=0 the central party's
-    // workers may push, but only the parties' sums count.
-    agg->set_contribution_filter([l = local.get()](const KVRequest& r) {
-      if (r.via->tier().global()) return true;
-      const NodeInfo* n = l->Find(r.sender);
-      return n != nullptr && n->trains;
-    });
-  }
-  auto handle = [a = agg.get()](KVRequest&& r) { a->Handle(std::move(r)); };
-  auto rule = [a = agg.get()](const RuleSpec& r) { return a->SetRule(r); };
-  local_server = std::make_unique<KVServer>(*local, handle, rule);
-  if (global && top) global_server = std::make_unique<KVServer>(*global, handle, rule);
-  if (global) LinkAborts(*global, *local);
-  // A STATS request (a benchmark measuring WAN bytes per round) is answered
-  // with both tiers' counters, whichever tier it came on.
-  auto both = [l = local.get(), g = global.get()] {
-    return g ? absl::StrCat(l->StatsText(), " ", g->StatsText()) : l->StatsText();
-  };
-  local_server->set_stats_handler(both);
-  auto rule_in_force = [a = agg.get()] { return a->rule(); };
-  local_server->set_rule_getter(rule_in_force);
-  if (global_server) {
-    global_server->set_stats_handler(both);
-    global_server->set_rule_getter(rule_in_force);
-  }
-
-  if (global) {
-    if (!top) {
-      // The party is identified by its scheduler's address: unique per
-      // party and the same for all of the party's servers.
-      global->mutable_self().party =
-          absl::StrFormat("%s:%d", c.local->scheduler_addr, c.local->scheduler_port);
-    }
-    if (auto s = global->Start(); !s.ok()) {
-      // Our party must not wait out its start-up timeout for a server that
-      // will never come.
-      local->AbortUnstarted(absl::StrFormat("the %s of %s could not join the global tier: %s",
-                                            c.Describe(), local->label(), s.message()));
-      return s;
-    }
-    // A global server keeps its global rank in the central party, so the
-    // key range it owns is the same in both tiers.
-    if (top) local->mutable_self().rank_hint = global->my_rank();
-  }
-  if (auto s = local->Start(); !s.ok()) {
-    if (global) global->Abort(absl::StrCat(local->label(), " tier failed to start: ", s.message()));
-    return s;
-  }
-
-  int expected = CountTrainers(*local);
-  if (global && top) {
-    std::set<std::string> parties;
-    for (const auto& w : global->Members(Role::kWorker)) parties.insert(w.party);
-    expected += static_cast<int>(parties.size());
-    log::Info("global server rank %d: %d parties + %d central workers contribute per round",
-              global->my_rank(), parties.size(), CountTrainers(*local));
-  } else {
-    log::Info("server rank %d: %d workers contribute per round%s", local->my_rank(), expected,
-              top ? "" : "; party sums go to the global tier");
-  }
-  if (expected == 0) {
-    std::string why = "no training worker contributes: with DMLC_ENABLE_CENTRAL_WORKER=0 the "
-                      "central party needs parties (DMLC_NUM_GLOBAL_WORKER) to train";
-    local->Abort(why);
-    return absl::FailedPreconditionError(why);
-  }
-  agg->Start(expected);
-
-  absl::Status status = local->WaitTerminate();
-  if (status.ok() && global && top) status = global->WaitTerminate();
-  // Every worker we serve is gone; leave the global tier first so that the
-  // global servers see this party finish, then the party itself.
-  if (status.ok() && global) status = global->Finalize();
-  if (status.ok()) status = local->Finalize();
-  auto st = agg->stats();
-  log::Info("server done: %d key-rounds aggregated, %d bytes summed, %d duplicate pushes "
-            "ignored, %d requests resent upstream",
-            st.rounds_completed, st.bytes_aggregated, st.duplicates,
-            upstream ? upstream->resent() : 0);
-  PrintTierStats(c, *local);
-  if (global) PrintTierStats(c, *global);
-  return status;
+  std::optional<TierOptions> global;
+  if (c.in_global_tier()) global = MakeTierOptions(c, true, top ? Role::kServer : Role::kWorker);
+  auto node = ServerNode::Create(c, MakeTierOptions(c, false, Role::kServer), std::move(global));
+  if (!node.ok()) return node.status();
+  const ServerNode& n = **node;
+  return (*node)->Run([&c, &n] {
+    PrintTierStats(c, n.local());
+    if (n.global()) PrintTierStats(c, *n.global());
+  });
 }
 
 }  // namespace geops

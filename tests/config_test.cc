@@ -294,11 +294,11 @@ TEST_CASE("the WAN tier's variables parse and are checked") {
   REQUIRE(c->bigarray_bound == 0);
   REQUIRE(c->wan_coalesce_bytes == 0);
   REQUIRE(c->wan_coalesce_delay == absl::Microseconds(250));
-  REQUIRE(c->wan_precision == Config::WanPrecision::kFull);
+  REQUIRE(c->wan_dtype == DType::kNone);
   e["GEOPS_WAN_DTYPE"] = "BF16";
-  REQUIRE(Parse(e)->wan_precision == Config::WanPrecision::kBFloat16);
+  REQUIRE(Parse(e)->wan_dtype == DType::kBFloat16);
   e["GEOPS_WAN_DTYPE"] = "float16";
-  REQUIRE(Parse(e)->wan_precision == Config::WanPrecision::kFloat16);
+  REQUIRE(Parse(e)->wan_dtype == DType::kFloat16);
   REQUIRE(c->wan_topk == 0);
   REQUIRE(c->wan_topk_min_elems == 200000);  // GeoMX's default
   REQUIRE_FALSE(c->wan_mixed);

@@ -41,7 +41,7 @@ class InProcCluster {
       kv.push_back(std::make_unique<KVWorker<float>>(*worker_tiers.back()));
     }
     for (auto& t : server_tiers) {
-      auto agg = std::make_unique<Aggregator>(nullptr, WanOptions{});
+      auto agg = MakeAggregator(nullptr, AggregatorOptions{});
       Aggregator* a = agg.get();
       kv_servers.push_back(std::make_unique<KVServer>(
           *t, [a](KVRequest&& r) { a->Handle(std::move(r)); },

@@ -5,7 +5,11 @@
 #include <set>
 #include <thread>
 
+#include <cstring>
+
+#include "absl/synchronization/mutex.h"
 #include "core/kv/partition.h"
+#include "core/kv/wan_uplink.h"
 #include "tests/inproc_cluster.h"
 
 using namespace geops;
@@ -127,5 +131,43 @@ TEST_CASE("aggregator: the sgd rule set by the master updates the weights exactl
     REQUIRE(out0 == w);
     REQUIRE(out1 == w);
   }
+  REQUIRE(c.Finish().ok());
+}
+
+TEST_CASE("wan uplink: a batch that nothing else sends leaves on its own deadline",
+          "[tier][aggregator][wan]") {
+  // The uplink pushes into a one-server tier as a party server would into
+  // the global tier; the batch is far below coalesce_bytes, and neither
+  // Flush() nor SendReady() is called: only its timer can send it.
+  InProcCluster c(1, 1);
+  REQUIRE(c.Start().ok());
+  absl::Mutex mu;
+  bool answered = false;
+  absl::Status status;
+  std::vector<float> got;
+  const WanOptions options{size_t{1} << 20, absl::Milliseconds(20), false, size_t{8} << 20};
+  WanUplink uplink(c.kv[0]->client(), options, WanPolicy{},
+                   [&](const WanUplink::Batch&, uint32_t, bool, DType, const absl::Status& s,
+                       std::vector<Buffer>& results) {
+                     absl::MutexLock lock(&mu);
+                     status = s;
+                     if (results.size() == 1) {
+                       got.resize(results[0].size() / sizeof(float));
+                       std::memcpy(got.data(), results[0].data(), results[0].size());
+                     }
+                     answered = true;
+                   });
+  const std::vector<float> sum = {1, 2, 3};
+  const absl::Time queued = absl::Now();
+  uplink.Enqueue({Key{0}, 1, DType::kFloat32, Buffer::CopyOf(sum.data(), sum.size() * sizeof(float)),
+                  /*fetch=*/false, 1});
+  {
+    absl::MutexLock lock(&mu);
+    REQUIRE(mu.AwaitWithTimeout(absl::Condition(&answered), absl::Seconds(20)));
+    REQUIRE(absl::Now() - queued >= absl::Milliseconds(20));
+    REQUIRE(status.ok());
+    REQUIRE(got == sum);
+  }
+  uplink.Stop();
   REQUIRE(c.Finish().ok());
 }

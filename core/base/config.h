@@ -16,6 +16,7 @@
 #include "core/base/env.h"
 #include "core/base/link.h"
 #include "core/base/role.h"
+#include "core/base/wan_policy.h"
 #include "absl/time/time.h"
 
 namespace geops {
@@ -29,7 +30,9 @@ struct TierConfig {
   int num_workers = 0;
 };
 
-struct Config {
+// The WAN policy's fields (core/base/wan_policy.h) are Config's own: parsed
+// here once, sent by a master worker as they are.
+struct Config : WanPolicy {
   // The role in the party's (local) tier; empty for a process that is only
   // the global scheduler. And the role in the global tier, if any: the
   // global scheduler, a global server, or a party's server as the global
@@ -75,35 +78,19 @@ struct Config {
   // The rdma tier's shared secret (GEOPS_RDMA_SECRET_FILE); empty: none.
   std::string rdma_secret;
   // How a party server batches its sums for the WAN (GEOPS_WAN_COALESCE_BYTES,
-  // GEOPS_WAN_COALESCE_US); see core/kv/aggregator.h.
-  size_t wan_coalesce_bytes = 64 << 10;
-  absl::Duration wan_coalesce_delay = absl::Milliseconds(1);
+  // GEOPS_WAN_COALESCE_US); see core/kv/wan_uplink.h.
+  size_t wan_coalesce_bytes = defaults::kWanCoalesceBytes;
+  absl::Duration wan_coalesce_delay = defaults::kWanCoalesceDelay;
   // P3 (ENABLE_P3) and its window (GEOPS_WAN_WINDOW_KB).
   bool wan_priority = false;
-  size_t wan_window_bytes = 8 << 20;
-  // float32 sums on the WAN in 16 bits (GEOPS_WAN_DTYPE): 0 as they are,
-  // 16 IEEE half, 'b' bfloat16.
-  enum class WanPrecision { kFull, kFloat16, kBFloat16 };
-  WanPrecision wan_precision = WanPrecision::kFull;
-  // Top-k on the WAN (GEOPS_WAN_TOPK): the fraction of a key's elements a
-  // party server sends up and a global server sends down, the rest kept as
-  // residual (error feedback); 0: dense. Keys below
-  // MXNET_KVSTORE_SIZE_LOWER_BOUND elements go dense.
-  double wan_topk = 0;
-  int64_t wan_topk_min_elems = 200000;
-  // MixedSync (GEOPS_WAN_SYNC=mixed): parties synchronous inside, the global
-  // servers apply each party's sum as it comes; a party at most
-  // `wan_staleness` rounds ahead of the slowest (GEOPS_WAN_STALENESS).
-  bool wan_mixed = false;
-  int wan_staleness = 2;
+  size_t wan_window_bytes = defaults::kWanWindowBytes;
   // Hierarchical frequency aggregation (MXNET_KVSTORE_USE_HFA): workers take
   // hfa_k1 local steps per party-level aggregation (MXNET_KVSTORE_HFA_K1, read
   // by training programs); every hfa_k2-th party-level aggregation is also
-  // global (MXNET_KVSTORE_HFA_K2). Party servers average their workers'
+  // global (the policy's hfa_k2). Party servers average their workers'
   // models on the rounds that stay in the party.
   bool hfa = false;
-  int hfa_k1 = 20;
-  int hfa_k2 = 10;
+  int hfa_k1 = defaults::kHfaK1;
   // Any of the WAN policy's variables was given: a master worker then
   // sends the policy to every server with the rule (WithWanPolicy).
   bool wan_policy_given = false;

@@ -26,4 +26,19 @@ inline constexpr size_t kRdmaMemLimit = size_t{2} << 30;           // GEOPS_RDMA
 inline constexpr size_t kRdmaSlotBytes = 16 * 1024;                // GEOPS_RDMA_SLOT_BYTES
 inline constexpr int64_t kBigarrayBound = 1000000;  // MXNET_KVSTORE_BIGARRAY_BOUND
 
+// The WAN tier. How a party server batches its sums (GEOPS_WAN_COALESCE_BYTES,
+// GEOPS_WAN_COALESCE_US) and P3's window (GEOPS_WAN_WINDOW_KB).
+inline constexpr size_t kWanCoalesceBytes = size_t{64} << 10;
+inline constexpr absl::Duration kWanCoalesceDelay = absl::Milliseconds(1);
+inline constexpr size_t kWanWindowBytes = size_t{8} << 20;
+// The WAN policy (core/base/wan_policy.h): keys below this many elements go
+// dense (MXNET_KVSTORE_SIZE_LOWER_BOUND, GeoMX's default); MixedSync's
+// bound in rounds (GEOPS_WAN_STALENESS).
+inline constexpr uint64_t kWanTopkMinElems = 200000;
+inline constexpr uint32_t kWanStaleness = 2;
+// HFA: local steps per party round (MXNET_KVSTORE_HFA_K1) and party rounds
+// per global round (MXNET_KVSTORE_HFA_K2).
+inline constexpr int kHfaK1 = 20;
+inline constexpr int kHfaK2 = 10;
+
 }  // namespace geops::defaults

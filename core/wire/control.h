@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "core/base/buffer.h"
 #include "core/base/role.h"
+#include "core/base/wan_policy.h"
 #include "core/wire/message.h"
 
 namespace geops {
@@ -78,20 +79,19 @@ std::string DecodeText(const Buffer& b);  // any bytes are a valid text
 // kAverage: the total divided by `average_over` (the number of workers
 // whose values it sums), model averaging as HFA does it.
 enum class UpdateRule : uint8_t { kSum = 0, kSgd = 1, kAverage = 2 };
-struct RuleSpec {
-  UpdateRule rule = UpdateRule::kSum;
-  double learning_rate = 0;
-  uint32_t average_over = 0;
-  // The WAN policy the master worker chose for the whole cluster: the
-  // global servers apply it and party servers fetch it (GET_RULE) before
-  // their first sum leaves. Unset: every server keeps its own variables.
+// The rule, and the WAN policy the master worker chose for the whole
+// cluster: the global servers apply it and party servers fetch it
+// (GET_RULE) before their first sum leaves. policy_set false: every server
+// keeps its own variables. Constructed as {rule, learning_rate,
+// average_over}, the policy's fields at their defaults.
+struct RuleSpec : WanPolicy {
+  RuleSpec(UpdateRule r = UpdateRule::kSum, double lr = 0, uint32_t over = 0)
+      : rule(r), learning_rate(lr), average_over(over) {}
+
+  UpdateRule rule;
+  double learning_rate;
+  uint32_t average_over;
   bool policy_set = false;
-  double wan_topk = 0;                  // GEOPS_WAN_TOPK, 0: dense
-  uint64_t wan_topk_min_elems = 200000; // MXNET_KVSTORE_SIZE_LOWER_BOUND
-  DType wan_dtype = DType::kNone;       // GEOPS_WAN_DTYPE: kNone, kFloat16, kBFloat16
-  bool wan_mixed = false;               // GEOPS_WAN_SYNC=mixed
-  uint32_t wan_staleness = 2;           // GEOPS_WAN_STALENESS
-  uint32_t hfa_k2 = 0;                  // MXNET_KVSTORE_USE_HFA=1: K2; 0: off
 };
 Buffer EncodeRule(const RuleSpec& r);
 absl::StatusOr<RuleSpec> DecodeRule(const Buffer& b);

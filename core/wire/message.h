@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/base/buffer.h"
+#include "core/base/dtype.h"
 
 namespace geops {
 
@@ -42,14 +43,6 @@ enum class Command : uint16_t {
 bool IsKnownCommand(uint16_t c);
 const char* CommandName(Command c);
 
-// kFloat16 / kBFloat16 travel only on the WAN (GEOPS_WAN_DTYPE): a
-// receiving server widens them to float32 before it sums (core/kv/half.h).
-enum class DType : uint8_t {
-  kNone = 0, kFloat32 = 1, kFloat64 = 2, kInt32 = 3, kInt64 = 4, kFloat16 = 5, kBFloat16 = 6
-};
-bool IsKnownDType(uint8_t d);
-size_t DTypeSize(DType d);
-const char* DTypeName(DType d);
 
 // Bits of Header::flags.
 namespace msgflag {
