@@ -122,13 +122,6 @@ int SendFirstFrame(void* sock, zmq_msg_t* frame, int flags, const std::atomic<bo
 
 }  // namespace
 
-struct TcpTransport::PollSet {
-  std::vector<zmq_pollitem_t> items;  // the listener, then each monitor
-  std::vector<const Watch*> watched;  // the monitor of items[i + 1]
-  std::vector<const Watch*> ready;    // those with events in the last poll
-  uint64_t seen = ~uint64_t{0};       // monitors_changed_ when items were built
-};
-
 void TcpTransport::ContextDeleter::operator()(void* ctx) const { zmq_ctx_term(ctx); }
 void TcpTransport::SocketDeleter::operator()(void* sock) const {
   // Stop a socket monitor first: closing a watched socket emits events
@@ -139,7 +132,9 @@ void TcpTransport::SocketDeleter::operator()(void* sock) const {
 }
 
 TcpTransport::TcpTransport(size_t max_message_bytes)
-    : max_message_bytes_(max_message_bytes), context_(zmq_ctx_new()) {
+    : max_message_bytes_(max_message_bytes),
+      context_(zmq_ctx_new()),
+      watch_(std::make_unique<TcpWatch>(context_.get(), false, false)) {
   KeepStagingMemoryWarm();
   // Pending frames hold application Buffers; let teardown flush them briefly
   // rather than drop the final EXIT of an orderly shutdown.
@@ -150,7 +145,6 @@ absl::StatusOr<std::unique_ptr<TcpTransport>> TcpTransport::Create(
     size_t max_message_bytes, std::optional<CurveKeys> curve, bool watch_disconnects,
     bool stage_received) {
   auto t = std::make_unique<TcpTransport>(max_message_bytes);
-  t->watch_disconnects_ = watch_disconnects;
   t->stage_received_ = stage_received;
   if (curve) {
     auto zap = ZapHandler::Start(t->context_.get(), *curve);
@@ -158,6 +152,7 @@ absl::StatusOr<std::unique_ptr<TcpTransport>> TcpTransport::Create(
     t->zap_ = std::move(*zap);
     t->curve_ = std::move(curve);
   }
+  t->watch_ = std::make_unique<TcpWatch>(t->context_.get(), t->curve_.has_value(), watch_disconnects);
   return t;
 }
 
@@ -176,140 +171,21 @@ void TcpTransport::SecureLocked(void* sock, bool server) {
   }
 }
 
-void TcpTransport::Monitor(void* sock, int peer_id, Counter disconnects,
-                           const std::shared_ptr<Peer>& peer) {
-  int events = 0;
-  // A dialling socket always watches its handshakes, CURVE or not: a
-  // process without the tier's key that dials a CURVE peer learns of the
-  // refusal at once (a mechanism mismatch) instead of waiting out its
-  // connect timeout in silence. A plain listener has nothing to refuse.
-  if (curve_ || peer_id >= 0) {
-    events |= ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-              ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED;
-  }
-  const bool disconnects_too = watch_disconnects_ && peer_id >= 0;
-  if (disconnects_too) events |= ZMQ_EVENT_DISCONNECTED;
-  if (events == 0) return;
-  std::lock_guard<std::mutex> lock(monitors_mu_);
-  std::string ep = absl::StrFormat("inproc://geops-monitor-%p-%d", static_cast<void*>(this),
-                                   next_monitor_++);
-  if (zmq_socket_monitor(sock, ep.c_str(), events) != 0) return;
-  SocketPtr pair(zmq_socket(context_.get(), ZMQ_PAIR));
-  if (!pair || zmq_connect(pair.get(), ep.c_str()) != 0) return;
-  auto w = std::make_unique<Watch>(Watch{std::move(pair), peer_id, std::move(disconnects), {}});
-  if (!curve_ && !disconnects_too && peer) w->until_handshake = peer;
-  monitors_.push_back(std::move(w));
-  monitor_count_.store(monitors_.size(), std::memory_order_release);
-  monitors_changed_.fetch_add(1, std::memory_order_release);
-}
-
-void TcpTransport::Retire(const std::vector<const Watch*>& done) {
-  for (const Watch* w : done) {
-    // The socket belongs to whoever sends on it: stop its monitor under
-    // the same lock (ZeroMQ allows a socket to change threads across a
-    // full barrier). A socket already replaced or closed has stopped.
-    if (auto peer = w->until_handshake.lock()) {
-      std::lock_guard<std::mutex> lock(peer->mu);
-      if (peer->socket) zmq_socket_monitor(peer->socket.get(), nullptr, 0);
-    }
-  }
-  std::lock_guard<std::mutex> lock(monitors_mu_);
-  for (const Watch* w : done) {
-    auto it = std::find_if(monitors_.begin(), monitors_.end(),
-                           [w](const std::unique_ptr<Watch>& m) { return m.get() == w; });
-    if (it != monitors_.end()) monitors_.erase(it);
-  }
-  monitor_count_.store(monitors_.size(), std::memory_order_release);
-  monitors_changed_.fetch_add(1, std::memory_order_release);
-}
-
 uint64_t TcpTransport::Disconnects(int peer_id) const {
   std::shared_lock lock(peers_mu_);
   auto it = peers_.find(peer_id);
   return it == peers_.end() ? 0 : it->second->disconnects->load();
 }
 
-void TcpTransport::ReadMonitors(const std::vector<const Watch*>& ready) {
-  std::vector<const Watch*> done;
-  for (const Watch* w : ready) {
-    void* sock = w->pair.get();
-    const int peer_id = w->peer_id;
-    for (;;) {
-      zmq_msg_t ev, addr;
-      zmq_msg_init(&ev);
-      if (zmq_msg_recv(&ev, sock, ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&ev);
-        break;
-      }
-      uint16_t event = 0;
-      uint32_t value = 0;
-      if (zmq_msg_size(&ev) >= 6) {
-        std::memcpy(&event, zmq_msg_data(&ev), 2);
-        std::memcpy(&value, static_cast<char*>(zmq_msg_data(&ev)) + 2, 4);
-      }
-      zmq_msg_close(&ev);
-      zmq_msg_init(&addr);
-      zmq_msg_recv(&addr, sock, 0);
-      std::string endpoint(static_cast<char*>(zmq_msg_data(&addr)), zmq_msg_size(&addr));
-      zmq_msg_close(&addr);
-      if (event == ZMQ_EVENT_DISCONNECTED) {
-        if (w->disconnects) w->disconnects->fetch_add(1);
-        log::Verbose(1, "tcp: the connection to node %d (%s) broke; ZeroMQ reconnects", peer_id,
-                     endpoint);
-        continue;
-      }
-      if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
-        std::lock_guard<std::mutex> lock(monitors_mu_);
-        peer_problems_.erase(peer_id);
-        if (!w->until_handshake.expired() &&
-            std::find(done.begin(), done.end(), w) == done.end()) {
-          done.push_back(w);
-        }
-        continue;
-      }
-      std::string why =
-          event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
-              ? "the peer refused our CURVE key: this process's key file is not the tier's "
-                "cluster key"
-              : absl::StrFormat("the CURVE handshake failed (%s): one side has no key file, or "
-                                "not the same one",
-                                event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
-                                    ? absl::StrFormat("protocol error %#x", value)
-                                    : std::string(zmq_strerror(static_cast<int>(value))));
-      if (peer_id < 0) {
-        // The listening side: ZAP already logged refused keys; this catches
-        // peers without CURVE or with a wrong server key.
-        // A refused peer retries every second or so: say it, not every time.
-        if (event != ZMQ_EVENT_HANDSHAKE_FAILED_AUTH &&
-            (++handshakes_refused_ <= 5 || handshakes_refused_ % 100 == 0)) {
-          log::Warn("tcp: refused a connection on %s: %s (%d so far)", endpoint, why,
-                    handshakes_refused_);
-        }
-        continue;
-      }
-      std::lock_guard<std::mutex> lock(monitors_mu_);
-      peer_problems_[peer_id] = absl::StrFormat("%s (connecting to %s)", why, endpoint);
-    }
-  }
-  if (!done.empty()) Retire(done);
-}
-
-std::string TcpTransport::PeerProblem(int peer_id) const {
-  std::lock_guard<std::mutex> lock(monitors_mu_);
-  auto it = peer_problems_.find(peer_id);
-  return it == peer_problems_.end() ? "" : it->second;
-}
+std::string TcpTransport::PeerProblem(int peer_id) const { return watch_->Problem(peer_id); }
 
 TcpTransport::~TcpTransport() {
   Shutdown();
   std::unique_lock lock(peers_mu_);
-  {
-    // A peer that refused our handshake will never take what is queued for
-    // it: drop that at once instead of lingering over it.
-    std::lock_guard<std::mutex> watched(monitors_mu_);
-    for (const auto& [id, peer] : peers_) {
-      if (peer_problems_.count(id) != 0 && peer->socket) SetInt(peer->socket.get(), ZMQ_LINGER, 0);
-    }
+  // A peer that refused our handshake will never take what is queued for
+  // it: drop that at once instead of lingering over it.
+  for (const auto& [id, peer] : peers_) {
+    if (peer->socket && !watch_->Problem(id).empty()) SetInt(peer->socket.get(), ZMQ_LINGER, 0);
   }
   peers_.clear();
   receiver_.reset();
@@ -325,7 +201,7 @@ absl::StatusOr<int> TcpTransport::Listen(const std::string& host, int port) {
   int64_t max_frame = static_cast<int64_t>(max_message_bytes_);
   zmq_setsockopt(sock.get(), ZMQ_MAXMSGSIZE, &max_frame, sizeof(max_frame));
   SecureLocked(sock.get(), /*server=*/true);
-  Monitor(sock.get(), -1, nullptr);
+  watch_->Add(sock.get(), -1, nullptr, nullptr);
   std::string endpoint = absl::StrFormat("tcp://%s:%s", host, port == 0 ? "*" : std::to_string(port));
   if (port == 0) endpoint = absl::StrFormat("tcp://%s:*", host);
   if (zmq_bind(sock.get(), endpoint.c_str()) != 0) {
@@ -365,7 +241,16 @@ absl::Status TcpTransport::Connect(int peer_id, const std::string& host, int por
   // Held until the socket is in place: the receive thread may see the
   // handshake succeed and stop the monitor before zmq_connect returns.
   std::unique_lock<std::mutex> building(peer->mu);
-  Monitor(sock.get(), peer_id, peer->disconnects, peer);
+  // The socket belongs to whoever sends on it: its monitor is stopped
+  // under the same lock (ZeroMQ lets a socket change threads across a full
+  // barrier); a socket already replaced or closed has stopped its own.
+  watch_->Add(sock.get(), peer_id, peer->disconnects,
+              [weak = std::weak_ptr<Peer>(peer)] {
+                if (auto p = weak.lock()) {
+                  std::lock_guard<std::mutex> lock(p->mu);
+                  if (p->socket) zmq_socket_monitor(p->socket.get(), nullptr, 0);
+                }
+              });
   // Leave from the address we listen on (ZeroMQ's "source;destination"
   // form): a peer then sees traffic come from the node it knows, and a host
   // with several addresses per party (the WAN lab) routes and shapes it as
@@ -559,33 +444,14 @@ absl::StatusOr<Message> TcpTransport::Receive(absl::Duration timeout) {
     long slice_ms = std::clamp<long>(absl::ToInt64Milliseconds(left), 0, 50);
     zmq_pollitem_t item{receiver_.get(), 0, ZMQ_POLLIN, 0};
     int rc;
-    if (monitor_count_.load(std::memory_order_acquire) == 0) {
+    if (watch_->empty()) {
       rc = zmq_poll(&item, 1, slice_ms);
     } else {
-      // Connection events share the wait with messages (monitors are few:
-      // one per peer). The list is rebuilt only when a monitor was added,
-      // so a message costs no allocation and no lock here.
-      if (!poll_) poll_ = std::make_unique<PollSet>();
-      PollSet& p = *poll_;
-      const uint64_t changed = monitors_changed_.load(std::memory_order_acquire);
-      if (p.seen != changed) {
-        std::lock_guard<std::mutex> lock(monitors_mu_);
-        p.seen = changed;
-        p.items.assign(1, item);
-        p.watched.clear();
-        for (const auto& w : monitors_) {
-          p.items.push_back({w->pair.get(), 0, ZMQ_POLLIN, 0});
-          p.watched.push_back(w.get());
-        }
-      }
-      for (auto& i : p.items) i.revents = 0;
-      rc = zmq_poll(p.items.data(), static_cast<int>(p.items.size()), slice_ms);
-      p.ready.clear();
-      for (size_t i = 1; rc > 0 && i < p.items.size(); ++i) {
-        if (p.items[i].revents & ZMQ_POLLIN) p.ready.push_back(p.watched[i - 1]);
-      }
-      if (!p.ready.empty()) ReadMonitors(p.ready);
-      item.revents = p.items[0].revents;
+      // Connection events share the wait with messages.
+      auto in = watch_->Poll(receiver_.get(), slice_ms);
+      if (!in.ok()) return in.status();
+      rc = *in ? 1 : 0;
+      item.revents = *in ? ZMQ_POLLIN : 0;
     }
     if (rc < 0) {
       if (zmq_errno() == EINTR) continue;

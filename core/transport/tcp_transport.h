@@ -21,7 +21,7 @@
 // larger than the configured bound before any of it is buffered.
 //
 // With a cluster key (core/transport/curve.h) every socket runs CURVE; socket
-// monitors, read by the Receive() thread, turn a refused handshake into a
+// monitors (tcp_watch.h), read by the Receive() thread, turn a refused handshake into a
 // log line on the listening side and a PeerProblem() on the dialling side.
 // With watch_disconnects the same monitors count each DEALER's broken
 // connections (Disconnects), so a client can resend what they carried.
@@ -35,6 +35,7 @@
 
 #include "core/base/buffer_pool.h"
 #include "core/transport/curve.h"
+#include "core/transport/tcp_watch.h"
 #include "core/transport/transport.h"
 
 namespace geops {
@@ -83,22 +84,12 @@ class TcpTransport final : public Transport {
   };
   using ContextPtr = std::unique_ptr<void, ContextDeleter>;
   using SocketPtr = std::unique_ptr<void, SocketDeleter>;
-  using Counter = std::shared_ptr<std::atomic<uint64_t>>;
+  using Counter = TcpWatch::Counter;
   struct Peer {
     std::mutex mu;  // a ZeroMQ socket is not thread-safe
     SocketPtr socket;
     Counter disconnects = std::make_shared<std::atomic<uint64_t>>(0);
   };
-  struct Watch {
-    SocketPtr pair;  // the monitor's end
-    int peer_id;     // < 0: the listener
-    Counter disconnects;
-    // The dialled connection watched, when it is watched only until its
-    // first handshake succeeds (no CURVE, no disconnect counting): the
-    // monitor then stops, and the receive path is back to one socket.
-    std::weak_ptr<Peer> until_handshake;
-  };
-
   // Reads the rest of a multipart message after the identity frame.
   absl::StatusOr<Message> ReadMessage();
   // Moves msg's large value frames into announced targets or pool slots.
@@ -106,16 +97,6 @@ class TcpTransport final : public Transport {
   void Drain();
   // CURVE on `sock` as server (listening) or client (dialling).
   void SecureLocked(void* sock, bool server);
-  // Watches `sock` for failed handshakes and, with watch_disconnects_,
-  // broken connections (counted in `disconnects`); `peer_id` < 0 for the
-  // listener.
-  void Monitor(void* sock, int peer_id, Counter disconnects,
-               const std::shared_ptr<Peer>& peer = nullptr);
-  void ReadMonitors(const std::vector<const Watch*>& ready);
-  // Stops the monitors of `done` (their handshakes succeeded) and forgets
-  // them. Receive() thread only.
-  void Retire(const std::vector<const Watch*>& done);
-
   const size_t max_message_bytes_;
   // Shared with the deleters of lent frames, which may run after we are gone.
   std::shared_ptr<std::atomic<int64_t>> lent_ = std::make_shared<std::atomic<int64_t>>(0);
@@ -138,22 +119,11 @@ class TcpTransport final : public Transport {
   std::atomic<size_t> expected_count_{0};  // expected_.size(), read without the lock
 
   std::optional<CurveKeys> curve_;
-  bool watch_disconnects_ = false;
   bool stage_received_ = true;
   std::unique_ptr<ZapHandler> zap_;  // before context_ is terminated: declared after it
-  // Monitor sockets (PAIR) and the peer each watches; read only by the
-  // Receive() thread, added under monitors_mu_.
-  mutable std::mutex monitors_mu_;
-  std::vector<std::unique_ptr<Watch>> monitors_;
-  std::atomic<size_t> monitor_count_{0};  // the Receive() fast path reads it
-  std::atomic<uint64_t> monitors_changed_{0};  // bumped on every add and removal
-  // Receive() thread only: what it polls (the listener, then each monitor),
-  // rebuilt when monitor_count_ changes (tcp_transport.cc).
-  struct PollSet;
-  std::unique_ptr<PollSet> poll_;
-  std::map<int, std::string> peer_problems_;  // guarded by monitors_mu_
-  int next_monitor_ = 0;
-  uint64_t handshakes_refused_ = 0;  // Receive() thread only
+  // Handshakes and broken connections (tcp_watch.h); before context_ in
+  // destruction: declared after it.
+  std::unique_ptr<TcpWatch> watch_;
 };
 
 }  // namespace geops
