@@ -57,3 +57,9 @@
 //    cluster.
 #include "core/node/wan_policy.h"
 #include "core/wire/control.h"
+
+// 6. A server, embedded. The geops executable's server role is
+//    ServerNode::Create(config, MakeTierOptions(config, false, Role::kServer),
+//    the global tier's options when config.in_global_tier()) then Run(report):
+//    it serves until every worker has left, or the first failure.
+#include "core/node/server_node.h"

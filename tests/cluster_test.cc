@@ -81,12 +81,12 @@ TEST_CASE("single-tier ps-lite cluster: no global tier at all", "[cluster]") {
     return e;
   };
   std::vector<ProcessSpec> specs = {
-      {"scheduler", "p", with({{"DMLC_ROLE", "scheduler"}})},
-      {"server0", "p", with({{"DMLC_ROLE", "server"}})},
-      {"server1", "p", with({{"DMLC_ROLE", "server"}})},
-      {"worker0", "p", with({{"DMLC_ROLE", "worker"}, {"DMLC_ROLE_MASTER_WORKER", "1"}})},
-      {"worker1", "p", with({{"DMLC_ROLE", "worker"}})},
-      {"worker2", "p", with({{"DMLC_ROLE", "worker"}})},
+      {"scheduler", "p", with({{"DMLC_ROLE", "scheduler"}}), {}},
+      {"server0", "p", with({{"DMLC_ROLE", "server"}}), {}},
+      {"server1", "p", with({{"DMLC_ROLE", "server"}}), {}},
+      {"worker0", "p", with({{"DMLC_ROLE", "worker"}, {"DMLC_ROLE_MASTER_WORKER", "1"}}), {}},
+      {"worker1", "p", with({{"DMLC_ROLE", "worker"}}), {}},
+      {"worker2", "p", with({{"DMLC_ROLE", "worker"}}), {}},
   };
   Outcome out = Run(specs);
   DumpFailures(out.results);
@@ -135,7 +135,7 @@ TEST_CASE("a bad configuration exits 2 naming the variable", "[cluster]") {
   for (const auto& c : cases) {
     INFO(c.needle);
     absl::Time start = absl::Now();
-    Outcome out = Run({{"bad", "x", c.env}}, absl::Seconds(30));
+    Outcome out = Run({{"bad", "x", c.env, {}}}, absl::Seconds(30));
     REQUIRE(out.results[0].exit_code == 2);
     REQUIRE(absl::Now() - start < absl::Seconds(10));
     std::string err = ReadFile(out.results[0].stderr_path);
