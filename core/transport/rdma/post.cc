@@ -117,6 +117,7 @@ absl::Status RdmaTransport::PostEagerLocked(Conn& c, const Message& m,
   ibv_sge sge{reinterpret_cast<uintptr_t>(slot->data()), static_cast<uint32_t>(total),
               rdma::RegionOf(*device_, *slot)->lkey};
   wr.sg_list = &sge;
+  if (total <= max_inline_.load(std::memory_order_relaxed)) wr.send_flags = IBV_SEND_INLINE;
   return PostSendLocked(c, &wr, 1, {std::move(*slot)}, false);
 }
 
