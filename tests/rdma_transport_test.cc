@@ -6,6 +6,7 @@
 #include "rdma_env.h"
 #include "tests/transport_contract.h"
 #include "core/transport/rdma/rdma_transport.h"
+#include "core/transport/rdma/rendezvous.h"
 
 using namespace geops;
 
@@ -312,4 +313,45 @@ TEST_CASE("rdma: memory nobody registered is bounced through the pool, not regis
   }
   REQUIRE(p.a->stats().registrations == warm);
   REQUIRE(p.a->stats().bytes_copied == rounds * bytes);
+}
+
+TEST_CASE("rdma: only the values of data messages count as copies", "[rdma]") {
+  // Which copies count is the Message's to say (Message::IsValueSegment):
+  // the transport knows no command.
+  Pair p = MakePair();
+  Message stats;
+  stats.header.command = Command::kStats;
+  stats.header.recipient = 2;
+  stats.segments = {Pattern(64, 1)};
+  REQUIRE(p.a->Send(stats).ok());
+  REQUIRE(p.b->Receive(absl::Seconds(60)).ok());
+  REQUIRE(p.a->stats().bytes_copied == 0);
+  REQUIRE(p.a->Send(Data(2, 3, {Pattern(64, 3)})).ok());
+  REQUIRE(p.b->Receive(absl::Seconds(60)).ok());
+  REQUIRE(p.a->stats().bytes_copied == 64);
+}
+
+TEST_CASE("rdma rendezvous: an announcement is taken once; a peer's places are used only "
+          "when every length matches", "[rdma]") {
+  rdma::Rendezvous rdv(/*placed_limit=*/16384);
+  Message answer = Data(/*to=*/4, /*ts=*/7, {Pattern(256, 1), Pattern(512, 2)});
+  // Nothing announced: nothing planned (and no lock taken).
+  rdma::Places none = rdv.Plan(nullptr, answer);
+  REQUIRE(none.adverts.empty());
+  REQUIRE(none.place.empty());
+
+  rdv.Expect(4, 7, {Buffer::Allocate(8)});
+  REQUIRE(rdv.TakeExpected(4, 7).has_value());
+  REQUIRE_FALSE(rdv.TakeExpected(4, 7).has_value());
+  rdv.Expect(4, 7, {Buffer::Allocate(8)});
+  rdv.ForgetExpected(4, 7);
+  REQUIRE_FALSE(rdv.TakeExpected(4, 7).has_value());
+
+  // Node 4 asked its answer with timestamp 7 to land in two places.
+  rdv.RememberAdverts(4, 7, {{0x1000, 256, 1, 0}, {0x2000, 512, 1, 0}});
+  rdma::Places fits = rdv.Plan(nullptr, answer);
+  REQUIRE(fits.place.size() == 2);
+  REQUIRE(rdv.Plan(nullptr, answer).place.empty());  // taken by the first answer
+  rdv.RememberAdverts(4, 7, {{0x1000, 256, 1, 0}, {0x2000, 500, 1, 0}});
+  REQUIRE(rdv.Plan(nullptr, answer).place.empty());  // a length differs: rendezvous
 }

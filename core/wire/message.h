@@ -79,6 +79,11 @@ struct Message {
   // connection and drops messages that claim the id from another.
   uint64_t origin = 0;
 
+  // Whether segment `i` holds values: what the zero-copy promise is about,
+  // so a transport counts its copies of it (TransportStats::bytes_copied)
+  // without knowing the command set.
+  bool IsValueSegment(size_t i) const { return header.command == Command::kData && i >= 1; }
+
   size_t payload_bytes() const {
     size_t n = 0;
     for (const auto& s : segments) n += s.size();

@@ -1,7 +1,8 @@
-// One rdma_cm connection (an RC queue pair) and what rdma_cm carries for
-// it: the secret in the connect's private data, the refusal that names it.
-// The event handling itself (connect, retry until a deadline, accept,
-// disconnect) is RdmaTransport's, in connection.cc.
+// One rdma_cm connection (an RC queue pair), what waits to be posted on
+// it, and what rdma_cm carries for it: the secret in the connect's private
+// data, the refusal that names it. The event handling itself (connect,
+// retry until a deadline, accept, disconnect) is RdmaTransport's, in cm.cc;
+// posting is in post.cc.
 #pragma once
 
 #include <netinet/in.h>
@@ -20,25 +21,16 @@
 #include "absl/time/time.h"
 #include "core/wire/message.h"
 #include "core/transport/rdma/frames.h"
+#include "core/transport/rdma/rendezvous.h"
 #include "core/transport/rdma/verbs_raii.h"
 
 namespace geops::rdma {
 
-// A rendezvous send waiting for its CTS, then its writes.
-struct WriteJob {
-  Message msg;                     // segments are registered sources
-  std::vector<CtsTarget> targets;  // filled from the CTS
-};
-
 // A message on its way out, with what the one-sided path needs (frames.h).
 struct OutMessage {
   Message msg;
-  // Where the recipient's answer must land (from ExpectInto): travels in
-  // this message's frame.
-  std::vector<Advert> adverts;
-  // Where the recipient asked this message to land; empty: it did not,
-  // or the message does not fit (then it takes the rendezvous).
-  std::vector<Advert> place;
+  std::vector<Advert> adverts;  // Places::adverts
+  std::vector<Advert> place;    // Places::place
 };
 
 // What waits in a connection's backlog: a message, the writes of a

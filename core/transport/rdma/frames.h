@@ -34,6 +34,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/base/buffer.h"
+#include "core/wire/message.h"
 
 namespace geops::rdma {
 
@@ -65,9 +66,13 @@ struct CtsTarget {
 };
 static_assert(sizeof(FrameHeader) == 16 && sizeof(CtsTarget) == 16 && sizeof(Advert) == 24);
 
-// wr_id of a receive: the slot index with this bit set (sends carry a
-// sequence number, which never reaches it).
-constexpr uint64_t kRecvFlag = uint64_t{1} << 63;
+// The bytes of `m`'s kEager frame carrying `adverts` Adverts, and of its
+// kPlaced frame: what must fit a receive slot for either path.
+size_t EagerFrameBytes(const Message& m, size_t adverts);
+size_t PlacedFrameBytes(const Message& m);
+// Writes the kEager frame of `m` with `adverts` into `out`, which holds
+// EagerFrameBytes(m, adverts.size()) bytes.
+void EncodeEagerFrame(const Message& m, const std::vector<Advert>& adverts, std::byte* out);
 
 // The frame header of a received SEND and what follows it; an error for a
 // frame too short to have one.

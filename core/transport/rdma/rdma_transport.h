@@ -3,37 +3,52 @@
 // tests and benches of this tree, MakeRdmaTransport. Not installed: it
 // pulls in the verbs headers.
 //
-// The class is cut by concern, one file each:
-//   connection.cc  rdma_cm events, queue pairs, connect retry, the secret
-//   memory.cc      registration (cached on the Buffer's owner) and the pool
-//   frames.cc      what travels in a SEND, and one handler per frame type
-//   progress.cc    completion polling: the one progress model
-//   rdma_transport.cc  the Transport calls and posting work requests
+// Cut by ownership: each piece of shared state is a class that owns its
+// lock, and the transport composes them.
+//   conn_table.h     ConnectionTable: every connection, by peer and by QP
+//   connection.h     Conn: one queue pair, its backlog, rdma_cm's private data
+//   rendezvous.h     Rendezvous: announced places, RTS/CTS state
+//   receive_slots.h  ReceiveSlots: the shared receive queue's slots
+//   progress.h       Progress: completion polling, the one progress model
+//   delivery_queue.h DeliveryQueue: decoded messages for Receive()
+//   memory.h         registration (cached on the Buffer's owner), the pool
+//   frames.h         what travels in a SEND
+// and the transport's own code, by concern:
+//   rdma_transport.cc  the Transport calls
+//   cm.cc              the device, listening, rdma_cm events, connect retry
+//   post.cc            posting work requests on a connection
+//   handlers.cc        one handler per completion and frame type
 //
-// Lock order (a thread holding one may take only those after it):
-//   poll_mu_ -> conns_mu_ -> Conn::mu -> rdv_mu_ -> slots_mu_ -> RegisteredPool's
-// (completion handlers run under poll_mu_). queue_mu_ and the progress
-// gate's mutex are leaves: nothing is taken while they are held. No
-// callback into the caller runs under any of them.
+// Lock order: a thread holding one lock takes only locks further right,
+// which is the direction of the calls (a class calls only into classes to
+// its right):
+//   Progress::poll_mu_ -> ConnectionTable::mu_ -> Conn::mu -> Rendezvous::mu_
+//     -> RegisteredPool's -> DeliveryQueue::mu_, ProgressGate::mu_ (leaves)
+// Completion handlers run under poll_mu_; ReceiveSlots has no lock of its
+// own (only the poller uses it, under poll_mu_). No callback into the
+// caller runs under any of them. The per-message path takes Conn::mu to
+// send, and the poll lock (a try-lock) plus DeliveryQueue::mu_ to receive:
+// peer and queue-pair lookups read an immutable index, and the rendezvous
+// state is not locked while it is empty.
 #pragma once
 
 #include <infiniband/verbs.h>
 #include <rdma/rdma_cma.h>
 
 #include <atomic>
-#include <deque>
-#include <map>
 #include <memory>
 #include <thread>
-#include <variant>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "core/transport/rdma/conn_table.h"
 #include "core/transport/rdma/connection.h"
+#include "core/transport/rdma/delivery_queue.h"
 #include "core/transport/rdma/frames.h"
 #include "core/transport/rdma/memory.h"
 #include "core/transport/rdma/progress.h"
+#include "core/transport/rdma/rendezvous.h"
 #include "core/transport/rdma/verbs_raii.h"
 #include "core/transport/transport.h"
 
@@ -67,7 +82,7 @@ absl::Status ProbeDevice();
 
 }  // namespace rdma
 
-class RdmaTransport final : public Transport {
+class RdmaTransport final : public Transport, private rdma::CompletionHandler {
  public:
   static absl::StatusOr<std::unique_ptr<RdmaTransport>> Create(RdmaOptions options);
   ~RdmaTransport() override;
@@ -91,7 +106,7 @@ class RdmaTransport final : public Transport {
 
   explicit RdmaTransport(RdmaOptions options);
 
-  // connection.cc
+  // cm.cc
   absl::Status InitDevice(ibv_context* verbs);
   absl::Status CreateQp(Conn& c);
   void StartConnect(Conn& c);
@@ -101,38 +116,27 @@ class RdmaTransport final : public Transport {
   void OnConnectRequest(rdma_cm_event* ev);
   void RetryOrFail(Conn& c, const std::string& why);
   void FailConn(Conn& c, const std::string& why);
-  Conn* ConnByQp(uint32_t qp_num);
 
-  // progress.cc
-  void ProgressLoop();
-  int PollOnce();
-  bool RecentlyBusy() const;
-  void HandleCompletion(const ibv_wc& wc);
-  void OnRecvCompletion(const ibv_wc& wc);
-  void OnSendCompletion(Conn& c, uint64_t seq);
-  // Posts every free receive slot, in chains.
-  absl::Status PostRecvSlotsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(slots_mu_);
-
-  // frames.cc: one handler per frame type.
-  void HandleFrame(Conn* c, Buffer slot, uint64_t origin);
+  // handlers.cc: what Progress calls, and one handler per frame type.
+  void OnReceive(const ibv_wc& wc, Buffer slot) override;
+  void OnSendDone(const ibv_wc& wc) override;
+  void HandleFrame(uint32_t qp_num, Buffer slot);
   void OnEager(const rdma::FrameHeader& f, Buffer body, uint64_t origin);
   void OnRts(Conn& c, const rdma::FrameHeader& f, Buffer body, uint64_t origin);
   void OnCts(Conn& c, const rdma::FrameHeader& f, Buffer body);
   void OnPlaced(const rdma::FrameHeader& f, Buffer body, uint64_t origin);
   void OnWritesDone(uint32_t token);
-  // Keeps what a peer advertised for its answer to (sender, timestamp).
-  void RememberAdverts(int sender, int timestamp, std::vector<rdma::Advert> adverts);
   // Queues a decoded message for Receive(); counts and drops a malformed one.
   // `origin` names the queue pair it came on (Message::origin).
   void Deliver(absl::StatusOr<Message> decoded, uint64_t origin);
 
-  // rdma_transport.cc: posting on a connection.
+  // post.cc: posting on a connection.
   void QueueOrPost(Conn& c, Outgoing out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu);
   absl::Status PostLocked(Conn& c, Outgoing& out, bool* posted)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu);
-  // `msg` with the Adverts it carries and the places it may be written to.
-  OutMessage Prepare(const Message& msg);
-  absl::Status PostEagerLocked(Conn& c, const OutMessage& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu);
+  absl::Status PostEagerLocked(Conn& c, const Message& m,
+                               const std::vector<rdma::Advert>& adverts)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu);
   absl::Status PostRtsLocked(Conn& c, const OutMessage& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu);
   absl::Status PostPlacedLocked(Conn& c, const OutMessage& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu);
   absl::Status PostControlLocked(Conn& c, Buffer frame) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.mu);
@@ -143,6 +147,9 @@ class RdmaTransport final : public Transport {
   // A registered source for segment `i` of `m`: the segment itself when its
   // owner was Register()ed, else a copy in the pool (counted for values).
   absl::StatusOr<Buffer> SourceOf(const Message& m, size_t i);
+  // Counts a copy of segment `i` of `m` when it holds values
+  // (Message::IsValueSegment): the copies the zero-copy promise is about.
+  void CountCopy(const Message& m, size_t i, size_t bytes);
 
   // Constant after construction or after the first InitDevice (which runs
   // on the cm thread before any connection exists, or in Listen before
@@ -162,44 +169,12 @@ class RdmaTransport final : public Transport {
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> secret_refused_{0};
 
-  mutable absl::Mutex conns_mu_;
-  std::vector<std::shared_ptr<Conn>> conns_ ABSL_GUARDED_BY(conns_mu_);  // every one ever made
-  std::map<int, std::shared_ptr<Conn>> peers_ ABSL_GUARDED_BY(conns_mu_);  // outgoing, by id
-  std::map<uint32_t, Conn*> by_qp_ ABSL_GUARDED_BY(conns_mu_);
-
-  // Rendezvous state, both directions.
-  absl::Mutex rdv_mu_ ABSL_ACQUIRED_AFTER(conns_mu_);
-  struct PendingRecv {
-    Buffer header;
-    std::vector<Buffer> targets;
-    uint64_t origin = 0;
-  };
-  std::map<uint32_t, PendingRecv> pending_recvs_ ABSL_GUARDED_BY(rdv_mu_);  // by token (imm)
-  uint32_t next_token_ ABSL_GUARDED_BY(rdv_mu_) = 1;
-  // Where the response `peer` sends with a timestamp must land (ExpectInto).
-  std::map<std::pair<int, int>, std::vector<Buffer>> expected_ ABSL_GUARDED_BY(rdv_mu_);
-  // Where a peer asked its answer to land, by (peer, timestamp): taken by
-  // the Send of that answer.
-  std::map<std::pair<int, int>, std::vector<rdma::Advert>> adverts_ ABSL_GUARDED_BY(rdv_mu_);
-  std::map<uint64_t, std::shared_ptr<WriteJob>> pending_sends_ ABSL_GUARDED_BY(rdv_mu_);
-  uint64_t next_send_id_ ABSL_GUARDED_BY(rdv_mu_) = 1;
-
-  // The shared receive queue's slots.
-  absl::Mutex slots_mu_ ABSL_ACQUIRED_AFTER(rdv_mu_);
-  std::vector<Buffer> posted_slots_ ABSL_GUARDED_BY(slots_mu_);  // by wr_id; empty: not posted
-  std::vector<uint32_t> free_slots_ ABSL_GUARDED_BY(slots_mu_);  // indices to post again
-
-  // Delivered messages, oldest first.
-  absl::Mutex queue_mu_;
-  absl::CondVar queue_cv_;
-  std::deque<Message> queue_ ABSL_GUARDED_BY(queue_mu_);
-
-  // Progress (see progress.h): who polls the completion queue when.
-  absl::Mutex poll_mu_;  // held by whoever drains the queue
-  std::atomic<int64_t> last_work_ns_{0};
-  rdma::ProgressGate gate_;
+  // Each owns its lock; the order is in the comment at the top.
+  rdma::ConnectionTable conns_;
+  rdma::Rendezvous rdv_;
+  rdma::DeliveryQueue delivered_;
+  rdma::Progress progress_;
   std::thread cm_thread_;
-  std::thread progress_thread_;
 };
 
 }  // namespace geops
