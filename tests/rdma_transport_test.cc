@@ -147,7 +147,7 @@ TEST_CASE("rdma: a response lands straight in the buffer announced for it", "[rd
   Buffer dest = Buffer::Allocate(bytes);
   REQUIRE(p.b->Register(dest).ok());
   // B will receive a response (no kRequest flag) from node id 1 with ts 9.
-  REQUIRE(p.b->ExpectInto(1, 9, {dest}));
+  REQUIRE(p.b->ExpectInto(1, 9, {Buffer(), dest}));
   Message m = Data(2, 9, {Pattern(bytes, 11)});
   m.header.sender = 1;
   m.header.flags = msgflag::kPull;
@@ -264,7 +264,7 @@ TEST_CASE("rdma: a pull answer is written where the request said, and steady rou
       b_warm = p.b->stats().registrations;
     }
     std::memset(dest.data(), 0, bytes);
-    REQUIRE(p.a->ExpectInto(2, ts, {dest}));
+    REQUIRE(p.a->ExpectInto(2, ts, {Buffer(), dest}));
     Message req = Data(2, ts, {push});
     req.header.sender = 1;
     req.header.flags = msgflag::kRequest | msgflag::kPush | msgflag::kPull;

@@ -112,14 +112,14 @@ TEST_CASE("tcp lands announced values in the caller's buffers") {
     return got->segments[1];
   };
   Buffer dest = Buffer::Allocate(n);
-  REQUIRE(b.ExpectInto(1, 7, {dest}));
+  REQUIRE(b.ExpectInto(1, 7, {Buffer(), dest}));
   // Another timestamp, or another sender, does not use the announcement.
   REQUIRE(send(8, n).data() != dest.data());
   REQUIRE(send(7, n).data() == dest.data());
   REQUIRE(std::memcmp(dest.data(), src.data(), n) == 0);
   // An announcement is used once; a value of another size never lands in it.
   REQUIRE(send(7, n).data() != dest.data());
-  REQUIRE(b.ExpectInto(1, 9, {dest}));
+  REQUIRE(b.ExpectInto(1, 9, {Buffer(), dest}));
   REQUIRE(send(9, n / 2).data() != dest.data());
   REQUIRE(b.stats().bytes_staged == 3 * n + n / 2);
 }

@@ -217,7 +217,7 @@ int KVClient::Submit(Request req, Completion done) {
       for (size_t i : g.idx) m.segments.push_back(part(req.values[i], i, g));
     }
     if (!req.destinations.empty()) {
-      std::vector<Buffer> dest;
+      std::vector<Buffer> dest(1);  // the keys land in transport memory
       for (size_t i : g.idx) dest.push_back(part(req.destinations[i], i, g));
       tier_.transport().ExpectInto(m.header.recipient, ts, std::move(dest));
     }

@@ -423,9 +423,9 @@ void TcpTransport::Settle(Message& msg) {
   for (size_t i = 1; i < msg.segments.size(); ++i) {
     Buffer& seg = msg.segments[i];
     if (seg.size() < kMoveFrameBytes) continue;
-    const bool placed = i - 1 < targets.size() && targets[i - 1].size() == seg.size();
+    const bool placed = i < targets.size() && targets[i].size() == seg.size();
     if (!placed && !stage_received_) continue;
-    Buffer to = placed ? targets[i - 1] : pool_.Get(seg.size());
+    Buffer to = placed ? targets[i] : pool_.Get(seg.size());
     std::memcpy(to.data(), seg.data(), seg.size());
     copied += seg.size();
     seg = std::move(to);  // the ZeroMQ frame is freed here, still warm

@@ -74,11 +74,12 @@ class Transport {
   virtual absl::Status Register(const Buffer& buf) { return absl::OkStatus(); }
 
   // Announces where the segments of the message that `peer_id` will send
-  // with `timestamp` should land (targets[i] for segment i + 1; segment 0,
-  // the keys, goes to transport memory). Returns false when this transport
-  // cannot place data: the caller then copies what arrives, and counts it.
-  // Values that arrive elsewhere all the same (a size that does not match,
-  // small ones sent eagerly) are the caller's to copy too.
+  // with `timestamp` should land: targets[i] for segment i, an empty Buffer
+  // for a segment that may land in transport memory. Returns false when
+  // this transport cannot place what was asked: the caller then copies what
+  // arrives, and counts it. Segments that arrive elsewhere all the same (a
+  // size that does not match, small ones sent eagerly) are the caller's to
+  // copy too.
   virtual bool ExpectInto(int peer_id, int timestamp, std::vector<Buffer> targets) {
     return false;
   }

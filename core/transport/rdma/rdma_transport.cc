@@ -99,6 +99,11 @@ absl::Status RdmaTransport::Register(const Buffer& buf) {
 }
 
 bool RdmaTransport::ExpectInto(int peer_id, int timestamp, std::vector<Buffer> targets) {
+  // A placed answer carries its first segment inside the frame that says
+  // it is complete (frames.h); only the segments after it can be written
+  // in place.
+  if (targets.empty() || !targets[0].empty()) return false;
+  targets.erase(targets.begin());
   rdv_.Expect(peer_id, timestamp, std::move(targets));
   return true;
 }
