@@ -24,12 +24,12 @@ GlobalAggregator::GlobalAggregator(AggregatorOptions options)
       down_ef_(options.policy.wan_topk, options.policy.wan_container_dtype()) {}
 
 WanPolicy GlobalAggregator::policy() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return policy_;
 }
 
 RuleSpec GlobalAggregator::rule() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return rule_;
 }
 
@@ -49,7 +49,7 @@ absl::Status GlobalAggregator::SetRule(const RuleSpec& rule) {
   }
   engine_.Lock();
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     rule_ = rule;
     if (rule.policy_set && global_tier_) AdoptPolicy(rule);
   }

@@ -69,7 +69,7 @@ class GlobalAggregator : public Aggregator {
   const std::function<bool(const KVRequest&)> counts_;
   SumEngine engine_;
 
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   RuleSpec rule_ ABSL_GUARDED_BY(mu_);
   // Set at construction from this process's variables; replaced by the
   // master worker's policy when it sends one.

@@ -105,7 +105,7 @@ int KVWorkerCore::Submit(Prepared p, KVClient::Completion done) {
   const bool advance = (p.flags & msgflag::kPush) && !(p.flags & msgflag::kInit);
   std::vector<uint64_t> rounds(p.keys.size());
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     for (size_t i = 0; i < p.keys.size(); ++i) {
       uint64_t& r = rounds_[p.keys[i]];
       if (advance) ++r;

@@ -23,7 +23,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "core/base/mutex.h"
 #include "core/base/buffer.h"
 #include "core/cluster/tier_node.h"
 #include "core/kv/kv_client.h"
@@ -95,7 +95,7 @@ class KVWorkerCore {
 
  private:
   KVClient client_;
-  absl::Mutex mu_;
+  Mutex mu_;
   absl::flat_hash_map<Key, uint64_t> rounds_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -33,7 +33,7 @@ absl::Status PartyAggregator::SetRule(const RuleSpec&) {
 }
 
 WanPolicy PartyAggregator::policy() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return policy_;
 }
 
@@ -162,7 +162,7 @@ void PartyAggregator::AdoptPolicy(const RuleSpec& r) {
   // servers'.
   WanPolicy p;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     policy_.wan_topk = r.wan_topk;
     policy_.wan_topk_min_elems = r.wan_topk_min_elems;
     policy_.wan_dtype = r.wan_dtype;

@@ -55,7 +55,7 @@ class PartyAggregator : public Aggregator {
   KVClient& upstream_;
   SumEngine engine_;
 
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   // Set at construction from this process's variables; replaced by the
   // master worker's policy when it sends one.
   WanPolicy policy_ ABSL_GUARDED_BY(mu_);

@@ -36,7 +36,7 @@ void SumEngine::Unlock() {
 }
 
 AggregatorStats SumEngine::Stats() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return stats_;
 }
 

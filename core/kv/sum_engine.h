@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "core/base/mutex.h"
 #include "core/kv/aggregation.h"
 #include "core/kv/kv_server.h"
 
@@ -63,7 +63,7 @@ class SumEngine {
   void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION(mu_) { mu_.Lock(); }
   void Unlock() ABSL_UNLOCK_FUNCTION(mu_);
   void AssertHeld() const ABSL_ASSERT_EXCLUSIVE_LOCK(mu_) { mu_.AssertHeld(); }
-  absl::Mutex& mu() const ABSL_LOCK_RETURNED(mu_) { return mu_; }
+  Mutex& mu() const ABSL_LOCK_RETURNED(mu_) { return mu_; }
 
   // Runs `work` once the lock is released: requests to the global tier,
   // whose completion can run at once and take the lock again.
@@ -104,7 +104,7 @@ class SumEngine {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Hooks hooks_;
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   int expected_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<KVRequest> held_ ABSL_GUARDED_BY(mu_);

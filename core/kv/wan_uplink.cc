@@ -20,7 +20,7 @@ WanUplink::~WanUplink() { Stop(); }
 
 void WanUplink::Stop() {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     stopped_ = true;
     ready_.clear();
   }
@@ -29,7 +29,7 @@ void WanUplink::Stop() {
 }
 
 void WanUplink::SetPolicy(const WanPolicy& policy) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   policy_ = policy;
   up_ef_ = ErrorFeedback(policy.wan_topk, policy.wan_container_dtype());
 }
@@ -57,7 +57,7 @@ void WanUplink::TimerLoop() {
 }
 
 void WanUplink::Enqueue(Outgoing o) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (stopped_) return;
   if (outbox_.empty()) {
     outbox_since_ = absl::Now();
@@ -73,7 +73,7 @@ void WanUplink::Enqueue(Outgoing o) {
 
 void WanUplink::Flush() {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     FlushLocked();
   }
   SendReady();
@@ -82,7 +82,7 @@ void WanUplink::Flush() {
 void WanUplink::SendReady() {
   std::vector<Submission> ready;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (stopped_) return;
     ready = std::move(ready_);
     ready_.clear();
@@ -223,7 +223,7 @@ void WanUplink::Submit(Submission sub) {
         on_result_(done->batch, done->flags, done->sparse, done->wire, s, results);
         if (!done->then) return;
         {
-          absl::MutexLock lock(&mu_);
+          MutexLock lock(&mu_);
           done->then();
         }
         SendReady();

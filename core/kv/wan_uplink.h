@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "core/base/mutex.h"
 #include "absl/time/time.h"
 #include "core/base/defaults.h"
 #include "core/base/wan_policy.h"
@@ -121,7 +121,7 @@ class WanUplink {
   const WanOptions options_;
   const ResultHandler on_result_;
 
-  absl::Mutex mu_;
+  Mutex mu_;
   WanPolicy policy_ ABSL_GUARDED_BY(mu_);
   ErrorFeedback up_ef_ ABSL_GUARDED_BY(mu_);  // the upward residuals, per key
   std::vector<Outgoing> outbox_ ABSL_GUARDED_BY(mu_);  // not yet sent
@@ -137,7 +137,7 @@ class WanUplink {
   size_t pulls_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<Submission> ready_ ABSL_GUARDED_BY(mu_);
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
-  absl::CondVar wake_;  // the timer: an outbox that was empty has an entry
+  CondVar wake_;  // the timer: an outbox that was empty has an entry
   std::thread timer_;
 };
 
