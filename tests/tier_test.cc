@@ -2,12 +2,13 @@
 // InProcTransport: registration, ranks, barriers, the orderly end, aborts,
 // and exact sums, with no socket and no child process.
 #include <catch2/catch.hpp>
+#include <condition_variable>
+#include <mutex>
 #include <set>
 #include <thread>
 
 #include <cstring>
 
-#include "absl/synchronization/mutex.h"
 #include "core/kv/partition.h"
 #include "core/kv/wan_uplink.h"
 #include "tests/inproc_cluster.h"
@@ -141,7 +142,9 @@ TEST_CASE("wan uplink: a batch that nothing else sends leaves on its own deadlin
   // Flush() nor SendReady() is called: only its timer can send it.
   InProcCluster c(1, 1);
   REQUIRE(c.Start().ok());
-  absl::Mutex mu;
+  // std::mutex, not absl::Mutex: TSan cannot see Debian's absl (core/base/mutex.h).
+  std::mutex mu;
+  std::condition_variable cv;
   bool answered = false;
   absl::Status status;
   std::vector<float> got;
@@ -149,21 +152,22 @@ TEST_CASE("wan uplink: a batch that nothing else sends leaves on its own deadlin
   WanUplink uplink(c.kv[0]->client(), options, WanPolicy{},
                    [&](const WanUplink::Batch&, uint32_t, bool, DType, const absl::Status& s,
                        std::vector<Buffer>& results) {
-                     absl::MutexLock lock(&mu);
+                     std::lock_guard<std::mutex> lock(mu);
                      status = s;
                      if (results.size() == 1) {
                        got.resize(results[0].size() / sizeof(float));
                        std::memcpy(got.data(), results[0].data(), results[0].size());
                      }
                      answered = true;
+                     cv.notify_all();
                    });
   const std::vector<float> sum = {1, 2, 3};
   const absl::Time queued = absl::Now();
   uplink.Enqueue({Key{0}, 1, DType::kFloat32, Buffer::CopyOf(sum.data(), sum.size() * sizeof(float)),
                   /*fetch=*/false, 1});
   {
-    absl::MutexLock lock(&mu);
-    REQUIRE(mu.AwaitWithTimeout(absl::Condition(&answered), absl::Seconds(20)));
+    std::unique_lock<std::mutex> lock(mu);
+    REQUIRE(cv.wait_for(lock, std::chrono::seconds(20), [&] { return answered; }));
     REQUIRE(absl::Now() - queued >= absl::Milliseconds(20));
     REQUIRE(status.ok());
     REQUIRE(got == sum);
