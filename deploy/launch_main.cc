@@ -63,6 +63,18 @@ summary. Ctrl-C, or any process failing, stops all of them.
                         one with geops --gen-keyfile FILE)
   --env NAME=VALUE      set a variable for every process (repeatable), e.g.
                         --env GEOPS_GLOBAL_HEARTBEAT_TIMEOUT=60
+  --checkpoint-dir DIR  GEOPS_CHECKPOINT_DIR: the global servers write their
+                        state there and resume from it when started again
+  --checkpoint-rounds N GEOPS_CHECKPOINT_ROUNDS: a checkpoint every N rounds
+  --restart N           supervised: when a process dies, stop the others and
+                        start the whole cluster again, up to N times; the
+                        global servers resume from their newest checkpoint
+                        (default directory LOG_DIR/checkpoints, every 10
+                        rounds, unless given) and the trainers go on from its
+                        round. Each run's logs: LOG_DIR/run-K
+  --kill NAME@ROUND     inject a fault: SIGKILL the process NAME (e.g.
+                        B.server0, central.global_server0, A.worker1) once a
+                        worker has printed round ROUND; repeatable
   --keep-going          let every process end by itself when one fails
                         (default: stop them all), to see what each detects
   --verbose N           PS_VERBOSE for every process (default 0)
@@ -94,6 +106,7 @@ int main(int argc, char** argv) {
   run.echo = true;
   run.timeout = absl::Seconds(600);
   std::string log_dir;
+  int restarts = 0;
 
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -155,6 +168,23 @@ int main(int argc, char** argv) {
       t.party_hosts = absl::StrSplit(value(), ',', absl::SkipEmpty());
     } else if (a == "--keyfile") {
       t.env["GEOPS_GLOBAL_KEYFILE"] = t.env["GEOPS_LOCAL_KEYFILE"] = value();
+    } else if (a == "--checkpoint-dir") {
+      t.env["GEOPS_CHECKPOINT_DIR"] = value();
+    } else if (a == "--checkpoint-rounds") {
+      t.env["GEOPS_CHECKPOINT_ROUNDS"] = value();
+    } else if (a == "--restart") {
+      restarts = count(0);
+    } else if (a == "--kill") {
+      std::string f = value();
+      size_t at = f.rfind('@');
+      int round = 0;
+      if (at == std::string::npos || at == 0 || !absl::SimpleAtoi(f.substr(at + 1), &round) ||
+          round < 1) {
+        std::fprintf(stderr, "geops-launch: --kill \"%s\": expected NAME@ROUND (e.g. "
+                     "B.server0@20)\n", f.c_str());
+        return 2;
+      }
+      run.faults.push_back({f.substr(0, at), round});
     } else if (a == "--keep-going") {
       run.stop_on_failure = false;
     } else if (a == "--env") {
@@ -196,6 +226,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   run.log_dir = log_dir;
+  if (restarts > 0 && !t.env.count("GEOPS_CHECKPOINT_DIR")) {
+    // Restarting without durable state would start the model afresh.
+    t.env["GEOPS_CHECKPOINT_DIR"] = log_dir + "/checkpoints";
+    if (!t.env.count("GEOPS_CHECKPOINT_ROUNDS") && !t.env.count("GEOPS_CHECKPOINT_SECONDS")) {
+      t.env["GEOPS_CHECKPOINT_ROUNDS"] = "10";
+    }
+  }
 
   auto plan = Plan(t);
   if (!plan.ok()) {
@@ -210,13 +247,26 @@ int main(int argc, char** argv) {
 
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
-  Cluster cluster(run);
-  if (auto s = cluster.Start(*plan); !s.ok()) {
-    std::fprintf(stderr, "geops-launch: %s\n", std::string(s.message()).c_str());
-    return 1;
+  for (const Fault& f : run.faults) {
+    bool known = false;
+    for (const auto& p : *plan) known |= p.name == f.process;
+    if (!known) {
+      std::fprintf(stderr, "geops-launch: --kill %s@%d: no process of this topology is named "
+                   "%s (they are named like central.global_server0, A.server0, B.worker1)\n",
+                   f.process.c_str(), f.after_round, f.process.c_str());
+      return 2;
+    }
   }
-  auto results = cluster.Wait();
+  std::vector<Attempt> attempts = Supervise(*plan, run, restarts);
+  if (attempts.back().results.empty()) return 1;
+  const int restarted = static_cast<int>(attempts.size()) - 1;
+  auto results = attempts.back().results;
   RunSummary sum = Summarize(results);
+  if (restarted > 0) {
+    std::printf("geops-launch: the cluster was restarted %d time%s; the last run resumed from "
+                "round %d\n",
+                restarted, restarted == 1 ? "" : "s", sum.resumed_from);
+  }
 
   int failed = 0;
   for (const auto& r : results) {

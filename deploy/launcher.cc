@@ -7,6 +7,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -177,6 +178,7 @@ absl::StatusOr<std::vector<ProcessSpec>> Plan(const Topology& t) {
 }
 
 void Cluster::RequestStop() { g_stop_requested = 1; }
+bool Cluster::StopRequested() { return g_stop_requested != 0; }
 
 Cluster::~Cluster() { StopAll(); }
 
@@ -271,6 +273,7 @@ void Cluster::Pump(absl::Duration wait) {
       std::string line = c.partial.substr(0, nl + 1);
       c.partial.erase(0, nl + 1);
       c.result.stdout_text += line;
+      if (!options_.faults.empty()) InjectFaults(line);
       // The per-tier stats lines feed the summary; echoing them buries the
       // progress lines.
       if (options_.echo && !absl::StartsWith(line, "geops-stats ") &&
@@ -333,6 +336,64 @@ std::vector<ProcessResult> Cluster::Wait() {
   std::vector<ProcessResult> out;
   for (auto& c : children_) out.push_back(c.result);
   return out;
+}
+
+void Cluster::InjectFaults(const std::string& line) {
+  for (auto it = options_.faults.begin(); it != options_.faults.end();) {
+    if (!absl::StartsWith(line, absl::StrCat("round ", it->after_round, "/"))) {
+      ++it;
+      continue;
+    }
+    const bool killed = Kill(it->process, SIGKILL).ok();
+    std::printf("geops-launch: fault: %s %s after round %d\n", it->process.c_str(),
+                killed ? "killed (SIGKILL)" : "not running; not killed", it->after_round);
+    std::fflush(stdout);
+    fired_.push_back(*it);
+    it = options_.faults.erase(it);
+  }
+}
+
+std::vector<Attempt> Supervise(const std::vector<ProcessSpec>& plan, const RunOptions& run,
+                               int restarts) {
+  std::vector<Attempt> attempts;
+  RunOptions o = run;
+  for (int k = 0;; ++k) {
+    if (k > 0) {
+      o.log_dir = absl::StrCat(run.log_dir, "/run-", k);
+      mkdir(o.log_dir.c_str(), 0755);
+    }
+    Cluster cluster(o);
+    Attempt a;
+    if (auto s = cluster.Start(plan); !s.ok()) {
+      std::fprintf(stderr, "geops-launch: %s\n", std::string(s.message()).c_str());
+      a.failed = true;
+      attempts.push_back(std::move(a));
+      return attempts;
+    }
+    a.results = cluster.Wait();
+    for (const auto& r : a.results) a.failed |= r.exit_code != 0;
+    // Faults that fired are done with; the others wait for a later run.
+    for (const Fault& f : cluster.fired()) {
+      for (auto it = o.faults.begin(); it != o.faults.end(); ++it) {
+        if (it->process == f.process && it->after_round == f.after_round) {
+          o.faults.erase(it);
+          break;
+        }
+      }
+    }
+    attempts.push_back(std::move(a));
+    if (!attempts.back().failed || k >= restarts || Cluster::StopRequested()) return attempts;
+    for (const auto& r : attempts.back().results) {
+      // Those the launcher stopped (SIGTERM) only followed the failure.
+      if (r.exit_code == 0 || r.signal == SIGTERM || (r.exit_code < 0 && r.signal == 0)) continue;
+      std::printf("geops-launch: %s %s\n", r.name.c_str(),
+                  r.signal ? absl::StrCat("was killed by signal ", r.signal).c_str()
+                           : absl::StrCat("exited with status ", r.exit_code).c_str());
+    }
+    std::printf("geops-launch: restarting the cluster (restart %d of %d); logs in %s/run-%d\n",
+                k + 1, restarts, run.log_dir.c_str(), k + 1);
+    std::fflush(stdout);
+  }
 }
 
 absl::Status Cluster::Kill(const std::string& name, int sig) {
@@ -415,6 +476,7 @@ RunSummary Summarize(const std::vector<ProcessResult>& results) {
       } else if (auto w = report::Worker::Parse(text); w && w->trained) {
         ++s.workers_reporting;
         s.rounds = std::max(s.rounds, w->rounds);
+        s.resumed_from = std::max(s.resumed_from, w->resumed_from);
         s.values_checked += w->values_checked;
         s.mismatches += w->mismatches;
         s.copied_bytes += w->copied_bytes;

@@ -63,6 +63,14 @@ struct ProcessResult {
   absl::Duration ran;
 };
 
+// A fault to inject (chaos runs, demos): kill `process` with SIGKILL once
+// any process prints a line starting with "round ROUND/" (the trainer's
+// progress lines), at most once.
+struct Fault {
+  std::string process;
+  int after_round = 0;
+};
+
 struct RunOptions {
   std::string binary;             // path of `geops`
   std::string log_dir;            // per-process stderr files
@@ -70,6 +78,7 @@ struct RunOptions {
   std::string echo_prefix;        // ... only those that start with this
   bool stop_on_failure = true;    // a non-zero exit stops everyone else
   absl::Duration timeout = absl::Minutes(10);
+  std::vector<Fault> faults;
 };
 
 class Cluster {
@@ -91,6 +100,9 @@ class Cluster {
   void StopAll();
   // Interrupts Wait() (from a signal handler: async-signal-safe).
   static void RequestStop();
+  static bool StopRequested();
+  // The faults of RunOptions that have fired so far.
+  std::vector<Fault> fired() const { return fired_; }
 
  private:
   struct Child {
@@ -101,9 +113,26 @@ class Cluster {
   void Pump(absl::Duration wait);
   void Reap(bool block);
 
+  // Fires the faults that `line` (printed by a child) triggers.
+  void InjectFaults(const std::string& line);
+
   RunOptions options_;
   std::vector<Child> children_;
+  std::vector<Fault> fired_;
 };
+
+// Supervised mode (geops-launch --restart N): when a process of the plan
+// fails, every other is stopped and the whole plan starts again, up to
+// `restarts` times; with GEOPS_CHECKPOINT_DIR the global servers resume
+// from their newest checkpoint, so the job goes on from there. Each run's
+// logs go to LOG_DIR/run-K (K >= 1; the first run's to LOG_DIR). A fault
+// fires in the first run that reaches it, never again.
+struct Attempt {
+  std::vector<ProcessResult> results;
+  bool failed = false;
+};
+std::vector<Attempt> Supervise(const std::vector<ProcessSpec>& plan, const RunOptions& run,
+                               int restarts);
 
 // Sums of the `geops-stats` / `geops-worker` lines of a finished run.
 struct RunSummary {
@@ -120,6 +149,7 @@ struct RunSummary {
   std::map<std::string, uint64_t> copied_by_process;
   std::map<std::string, uint64_t> registrations;
   uint64_t rejected = 0;  // messages dropped for who sent them
+  int resumed_from = 0;   // the checkpoint round the trainers went on from
   // Example-trainer workers (GEOPS_TRAIN) that finished, and the test
   // accuracy shard 0 reached (-1: none reported).
   int learners_reporting = 0;

@@ -446,7 +446,7 @@ absl::StatusOr<Config> ParseConfig(const EnvLookup& env) {
   Config c;
   for (Step step : {ParseRoles, ParseWorkers, ParseTiers, ParseNodeAddress, ParseLocalTransport,
                     ParseHeartbeats, ParseTimeoutsAndLimits, config_internal::ParseWanTransfer,
-                    config_internal::ParseWanPolicy}) {
+                    config_internal::ParseWanPolicy, config_internal::ParseCheckpoints}) {
     if (auto s = step(env, c); !s.ok()) return s;
   }
   if (auto s = CheckGeoMXVariables(env, &c.warnings); !s.ok()) return s;

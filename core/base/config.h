@@ -97,11 +97,22 @@ struct Config : WanPolicy {
   // Keys of at least this many elements are spread over all global servers
   // (MXNET_KVSTORE_BIGARRAY_BOUND, as in GeoMX/MXNet); 0: never.
   int64_t bigarray_bound = defaults::kBigarrayBound;
+  // Durable state of a top server (GEOPS_CHECKPOINT_*; see
+  // core/kv/checkpointer.h): where, and every so many rounds or seconds.
+  // Empty dir: none.
+  std::string checkpoint_dir;
+  uint64_t checkpoint_rounds = 0;
+  absl::Duration checkpoint_every = absl::ZeroDuration();
+  int checkpoint_keep = defaults::kCheckpointKeep;
   // Things worth saying once at start-up (GeoMX variables geops ignores).
   std::vector<std::string> warnings;
 
   bool in_local_tier() const { return role.has_value(); }
   bool in_global_tier() const { return global_role.has_value(); }
+  // A server that applies the rule: a global server, or a single tier's.
+  bool top_server() const {
+    return global_role == Role::kServer || (!in_global_tier() && role == Role::kServer);
+  }
   // A one-line description for logs, e.g. "server+global_server".
   std::string Describe() const;
 };

@@ -1,5 +1,5 @@
-// The WAN tier's steps of ParseConfig (core/base/config.cc), in a file of
-// their own; nothing else calls them.
+// Steps of ParseConfig (core/base/config.cc) that live in files of their
+// own (the WAN tier's, durable state's); nothing else calls them.
 #pragma once
 
 #include "absl/status/status.h"
@@ -13,5 +13,8 @@ absl::Status ParseWanTransfer(const EnvLookup& env, Config& c);
 // GEOPS_WAN_TOPK, MXNET_KVSTORE_SIZE_LOWER_BOUND, GEOPS_WAN_SYNC,
 // GEOPS_WAN_STALENESS, MXNET_KVSTORE_USE_HFA and its K1, K2.
 absl::Status ParseWanPolicy(const EnvLookup& env, Config& c);
+// GEOPS_CHECKPOINT_DIR, GEOPS_CHECKPOINT_ROUNDS, GEOPS_CHECKPOINT_SECONDS,
+// GEOPS_CHECKPOINT_KEEP (core/base/config_durable.cc).
+absl::Status ParseCheckpoints(const EnvLookup& env, Config& c);
 
 }  // namespace geops::config_internal

@@ -41,4 +41,10 @@ inline constexpr uint32_t kWanStaleness = 2;
 inline constexpr int kHfaK1 = 20;
 inline constexpr int kHfaK2 = 10;
 
+// Durable state: with GEOPS_CHECKPOINT_DIR and no cadence given, a
+// checkpoint every this long (GEOPS_CHECKPOINT_SECONDS); files kept per
+// server (GEOPS_CHECKPOINT_KEEP).
+inline constexpr absl::Duration kCheckpointEvery = absl::Seconds(300);
+inline constexpr int kCheckpointKeep = 2;
+
 }  // namespace geops::defaults

@@ -58,6 +58,14 @@ class AggregationTable {
     Buffer value;
   };
   std::optional<Published> Latest(Key key) const;
+  // Calls f(key, dtype, published) for every key with a published value
+  // (a checkpoint's snapshot: the values are shared, not copied).
+  template <typename F>
+  void ForEachLatest(F&& f) const {
+    for (const auto& [key, k] : keys_) {
+      if (k.latest) f(key, k.dtype, *k.latest);
+    }
+  }
   std::optional<DType> DTypeOf(Key key) const;
 
   // Parked pulls for rounds beyond the latest result: a server forwards

@@ -28,6 +28,7 @@
 
 #include "absl/status/status.h"
 #include "core/base/wan_policy.h"
+#include "core/kv/checkpointer.h"
 #include "core/kv/kv_client.h"
 #include "core/kv/kv_server.h"
 #include "core/kv/sum_engine.h"
@@ -53,6 +54,18 @@ class Aggregator {
   // Sends nothing more upstream; call once the tiers are stopped and before
   // the global tier's client is destroyed.
   virtual void Stop() {}
+
+  // Durable state (core/kv/checkpointer.h), for a top server: resumes from
+  // the newest checkpoint in options.dir, if any, and writes new ones from
+  // then on. Call before Start(). This is server `rank` of `servers` in
+  // the tier whose keys it holds. A party server holds nothing that
+  // outlives its party, so it refuses.
+  virtual absl::Status EnableCheckpoints(const CheckpointOptions& options, uint32_t rank,
+                                         uint32_t servers) {
+    return absl::FailedPreconditionError("only a top server writes checkpoints");
+  }
+  // Writes a last checkpoint when checkpoints are on (an orderly end).
+  virtual absl::Status CheckpointNow() { return absl::OkStatus(); }
 };
 
 struct AggregatorOptions {

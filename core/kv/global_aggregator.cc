@@ -51,6 +51,7 @@ absl::Status GlobalAggregator::SetRule(const RuleSpec& rule) {
   {
     MutexLock lock(&mu_);
     rule_ = rule;
+    rule_set_ = true;
     if (rule.policy_set && global_tier_) AdoptPolicy(rule);
   }
   engine_.Unlock();
@@ -109,6 +110,10 @@ void GlobalAggregator::HandleLocked(KVRequest&& req) {
   }
   const bool mixed = policy().wan_mixed;
   if (req.push() && (!Push(req, table, mixed) || !req.pull())) return;
+  if (std::string why = WholeOfSlicedRestored(req); !why.empty()) {
+    via->RespondError(req, why);
+    return;
+  }
 
   // A pull (or the pull half of a push-pull): answer now or park per key.
   auto parked = std::make_shared<Parked>();
@@ -164,6 +169,10 @@ void GlobalAggregator::Init(const KVRequest& req, AggregationTable& table, bool 
       req.via->RespondError(req, absl::StrFormat("key %d is %s, initial values are %s",
                                                  req.keys[i], DTypeName(*d), DTypeName(req.dtype)));
       return;
+    }
+    if (restored_.count({req.keys[i], slice})) {
+      if (!KeepRestored(req, i, slice)) return;
+      continue;
     }
     // Owned copy: the init frame is a receive buffer, and sgd later reads
     // these weights for every round.
@@ -289,6 +298,7 @@ void GlobalAggregator::Complete(Key key, uint64_t round, DType dtype, Buffer tot
     CompressDown(key, dtype, total, r.rule);
   }
   engine_.Publish(key, round, dtype, std::move(total), slice);
+  MaybeCheckpoint(key, slice, round);
 }
 
 void GlobalAggregator::CompressDown(Key key, DType dtype, const Buffer& result, UpdateRule rule) {

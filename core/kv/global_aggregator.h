@@ -10,6 +10,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <utility>
@@ -29,8 +30,28 @@ class GlobalAggregator : public Aggregator {
   absl::Status SetRule(const RuleSpec& rule) override;
   RuleSpec rule() const override;
   Stats stats() const override { return engine_.Stats(); }
+  absl::Status EnableCheckpoints(const CheckpointOptions& options, uint32_t rank,
+                                 uint32_t servers) override;
+  absl::Status CheckpointNow() override;
 
  private:
+  // Every key's latest value (shared, not copied) and the rule in force.
+  CheckpointImage SnapshotLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(engine_.mu());
+  // Publishes a checkpoint's values as round 0 (what a round-0 pull reads)
+  // and adopts its rule.
+  absl::Status RestoreLocked(const CheckpointImage& image) ABSL_EXCLUSIVE_LOCKS_REQUIRED(engine_.mu());
+  // After `key` closed `round`: a checkpoint when one is due.
+  void MaybeCheckpoint(Key key, bool slice, uint64_t round)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(engine_.mu());
+  // An initial value for a key restored from a checkpoint: the checkpoint
+  // wins; false (and answered with the error) when the two disagree in size
+  // or type.
+  bool KeepRestored(const KVRequest& req, size_t i, bool slice)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(engine_.mu());
+  // Why a round-0 pull of a whole key that resumed as slices is refused;
+  // empty for every other request.
+  std::string WholeOfSlicedRestored(const KVRequest& req) ABSL_EXCLUSIVE_LOCKS_REQUIRED(engine_.mu());
+
   WanPolicy policy() const ABSL_LOCKS_EXCLUDED(mu_);
   void HandleLocked(KVRequest&& req) ABSL_EXCLUSIVE_LOCKS_REQUIRED(engine_.mu());
   void Reply(Parked& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(engine_.mu());
@@ -71,6 +92,7 @@ class GlobalAggregator : public Aggregator {
 
   mutable Mutex mu_;
   RuleSpec rule_ ABSL_GUARDED_BY(mu_);
+  bool rule_set_ ABSL_GUARDED_BY(mu_) = false;
   // Set at construction from this process's variables; replaced by the
   // master worker's policy when it sends one.
   WanPolicy policy_ ABSL_GUARDED_BY(mu_);
@@ -95,6 +117,13 @@ class GlobalAggregator : public Aggregator {
   // feedback of the increments since.
   std::map<std::pair<uint64_t, Key>, Buffer> mixed_sent_ ABSL_GUARDED_BY(engine_.mu());
   std::map<uint64_t, ErrorFeedback> mixed_down_ef_ ABSL_GUARDED_BY(engine_.mu());
+
+  // Durable state: set before Start(), then only used under engine_.mu().
+  std::unique_ptr<Checkpointer> checkpointer_;
+  // Keys (whole or slice) whose value came from the checkpoint resumed from.
+  std::set<std::pair<Key, bool>> restored_ ABSL_GUARDED_BY(engine_.mu());
+  std::set<Key> sliced_restored_ ABSL_GUARDED_BY(engine_.mu());
+  bool said_restored_ ABSL_GUARDED_BY(engine_.mu()) = false;
 };
 
 }  // namespace geops

@@ -45,6 +45,7 @@ void GlobalAggregator::ApplyMixed(KVRequest& req, AggregationTable& table, uint6
     const uint64_t version = weights->round + 1;
     const bool slice = req.flags & msgflag::kSlice;
     engine_.Publish(key, version, req.dtype, std::move(next), slice);
+    MaybeCheckpoint(key, slice, version);
   }
   uint64_t& latest = contributor_round_[contributor];
   latest = std::max(latest, req.round);

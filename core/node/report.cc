@@ -84,9 +84,9 @@ std::string Worker::Format() const {
   return absl::StrFormat(
       "%s rank=%d master=%d trained=%d counted=%d rounds=%d keys=%d values_checked=%d "
       "mismatches=%d checksum=%016x push_bytes=%d seconds=%.3f copied_bytes=%d "
-      "later_results=%d",
+      "later_results=%d resumed_from=%d",
       kTag, rank, master, trained, counted, rounds, keys, values_checked, mismatches, checksum,
-      push_bytes, seconds, copied_bytes, later_results);
+      push_bytes, seconds, copied_bytes, later_results, resumed_from);
 }
 
 std::optional<Worker> Worker::Parse(std::string_view line) {
@@ -100,7 +100,8 @@ std::optional<Worker> Worker::Parse(std::string_view line) {
   std::string checksum;
   r("counted", w.counted)("rounds", w.rounds)("keys", w.keys)("values_checked", w.values_checked)(
       "mismatches", w.mismatches)("checksum", checksum)("push_bytes", w.push_bytes)(
-      "seconds", w.seconds)("copied_bytes", w.copied_bytes)("later_results", w.later_results);
+      "seconds", w.seconds)("copied_bytes", w.copied_bytes)("later_results", w.later_results)(
+      "resumed_from", w.resumed_from);
   if (!r.ok() || !absl::SimpleHexAtoi(checksum, &w.checksum)) return std::nullopt;
   return w;
 }

@@ -38,6 +38,7 @@ struct Worker {
   double seconds = 0;
   uint64_t copied_bytes = 0;
   uint64_t later_results = 0;  // a non-counting worker answered with a later round
+  int resumed_from = 0;        // the checkpoint's round the run continued from
   uint64_t init_bytes = 0;     // a master worker that does not train: what it pushed
   std::string Format() const;
   static std::optional<Worker> Parse(std::string_view line);

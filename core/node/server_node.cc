@@ -154,10 +154,31 @@ absl::Status ServerNode::Run(const std::function<void()>& report) {
     local_->Abort(why);
     return absl::FailedPreconditionError(why);
   }
+  if (top_ && !c.checkpoint_dir.empty()) {
+    const TierNode& tier = global_ ? *global_ : *local_;
+    CheckpointOptions co;
+    co.dir = c.checkpoint_dir;
+    co.every_rounds = c.checkpoint_rounds;
+    co.every = c.checkpoint_every;
+    co.keep = c.checkpoint_keep;
+    const int servers = static_cast<int>(tier.Members(Role::kServer).size());
+    if (auto s = agg_->EnableCheckpoints(co, tier.my_rank(), servers); !s.ok()) {
+      const std::string why = absl::StrCat("global server rank ", tier.my_rank(),
+                                           " cannot resume: ", s.message());
+      if (global_) global_->Abort(why);
+      local_->Abort(why);
+      return absl::FailedPreconditionError(why);
+    }
+  }
   agg_->Start(expected);
 
   absl::Status status = local_->WaitTerminate();
   if (status.ok() && global_ && top_) status = global_->WaitTerminate();
+  // The end of an orderly job is a cut every key has reached: a job started
+  // later with the same directory continues from exactly here.
+  if (status.ok() && top_) {
+    if (auto s = agg_->CheckpointNow(); !s.ok()) status = s;
+  }
   // Every worker we serve is gone; leave the global tier first so that the
   // global servers see this party finish, then the party itself.
   if (status.ok() && global_) status = global_->Finalize();
