@@ -163,8 +163,8 @@ absl::Status ServerNode::Run(const std::function<void()>& report) {
     co.keep = c.checkpoint_keep;
     const int servers = static_cast<int>(tier.Members(Role::kServer).size());
     if (auto s = agg_->EnableCheckpoints(co, tier.my_rank(), servers); !s.ok()) {
-      const std::string why = absl::StrCat("global server rank ", tier.my_rank(),
-                                           " cannot resume: ", s.message());
+      const std::string why = absl::StrCat(global_ ? "global server rank " : "server rank ",
+                                           tier.my_rank(), " cannot resume: ", s.message());
       if (global_) global_->Abort(why);
       local_->Abort(why);
       return absl::FailedPreconditionError(why);
