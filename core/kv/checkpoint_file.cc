@@ -130,12 +130,41 @@ std::string DirOf(const std::string& path) {
 
 }  // namespace
 
-uint32_t Crc32c(uint32_t crc, const void* data, size_t n) {
+namespace {
+
+uint32_t Crc32cTable(uint32_t crc, const uint8_t* p, size_t n) {
   static const std::array<uint32_t, 256> table = MakeCrcTable();
-  const auto* p = static_cast<const uint8_t*>(data);
-  crc = ~crc;
   for (size_t i = 0; i < n; ++i) crc = table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
-  return ~crc;
+  return crc;
+}
+
+#if defined(__x86_64__)
+// SSE 4.2's crc32 instruction computes CRC-32C: 8 bytes per instruction,
+// so a checkpoint is written at disk speed rather than at the table's
+// ~0.5 GB/s.
+__attribute__((target("sse4.2"))) uint32_t Crc32cHardware(uint32_t crc, const uint8_t* p,
+                                                          size_t n) {
+  uint64_t c = crc;
+  for (; n >= 8; n -= 8, p += 8) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    c = __builtin_ia32_crc32di(c, v);
+  }
+  crc = static_cast<uint32_t>(c);
+  for (; n > 0; --n, ++p) crc = __builtin_ia32_crc32qi(crc, *p);
+  return crc;
+}
+#endif
+
+}  // namespace
+
+uint32_t Crc32c(uint32_t crc, const void* data, size_t n) {
+  const auto* p = static_cast<const uint8_t*>(data);
+#if defined(__x86_64__)
+  static const bool hardware = __builtin_cpu_supports("sse4.2");
+  if (hardware) return ~Crc32cHardware(~crc, p, n);
+#endif
+  return ~Crc32cTable(~crc, p, n);
 }
 
 uint64_t CheckpointImage::value_bytes() const {
