@@ -313,31 +313,28 @@ Topology Shape(int rounds, const std::string& dir) {
   return t;
 }
 
-TEST_CASE("a job started on a finished job's checkpoints continues its model exactly",
-          "[durable][cluster]") {
-  const std::string dir = TempDir() + "/ckpt";
-  const int trainers = 4;
-  const uint64_t elements = 28000;
-  {
-    Topology t = Shape(12, dir);
-    t.env["GEOPS_PROGRESS"] = "0";
-    auto plan = Plan(t);
-    REQUIRE(plan.ok());
-    auto out = testing::Run(*plan);
-    testing::DumpFailures(out.results);
-    for (const auto& r : out.results) REQUIRE(r.exit_code == 0);
-    REQUIRE(out.summary.mismatches == 0);
-    REQUIRE(out.summary.resumed_from == 0);
-  }
-  // The second job runs to round 30: its workers find the model of round
-  // 12 and check every value of rounds 12..30 against the exact sums.
-  Topology t = Shape(30, dir);
+// Runs Shape(rounds, dir) to its end; every process must exit 0.
+testing::Outcome RunJob(int rounds, const std::string& dir) {
+  Topology t = Shape(rounds, dir);
   t.env["GEOPS_PROGRESS"] = "0";
   auto plan = Plan(t);
   REQUIRE(plan.ok());
   auto out = testing::Run(*plan);
   testing::DumpFailures(out.results);
   for (const auto& r : out.results) REQUIRE(r.exit_code == 0);
+  REQUIRE(out.summary.mismatches == 0);
+  return out;
+}
+
+TEST_CASE("a job started on a finished job's checkpoints continues its model exactly",
+          "[durable][cluster]") {
+  const std::string dir = TempDir() + "/ckpt";
+  const int trainers = 4;
+  const uint64_t elements = 28000;
+  REQUIRE(RunJob(12, dir).summary.resumed_from == 0);
+  // The second job runs to round 30: its workers find the model of round
+  // 12 and check every value of rounds 12..30 against the exact sums.
+  auto out = RunJob(30, dir);
   REQUIRE(out.summary.workers_reporting == trainers);
   REQUIRE(out.summary.resumed_from == 12);
   REQUIRE(out.summary.mismatches == 0);
