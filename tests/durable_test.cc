@@ -41,6 +41,11 @@ CheckpointImage Sample(uint32_t rank = 0, uint32_t servers = 2) {
 
 std::string Slurp(const std::string& path) { return testing::ReadFile(path); }
 
+// The name a Checkpointer gives server `rank` of `of`'s checkpoint `seq`.
+std::string Name(const std::string& dir, int rank, int of, uint64_t seq, uint64_t round) {
+  return absl::StrFormat("%s/server-%d-of-%d.%08d.r%d.ckpt", dir, rank, of, seq, round);
+}
+
 void Spit(const std::string& path, const std::string& bytes) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
@@ -173,13 +178,13 @@ TEST_CASE("a restarted server resumes from the newest cut every server of the ti
     CheckpointImage img = Sample(rank, 2);
     img.sequence = seq;
     img.round = round;
-    REQUIRE(WriteCheckpointFile(absl::StrFormat("%s/server-%d-of-2.%08d.ckpt", o.dir, rank, seq),
-                                img)
-                .ok());
+    REQUIRE(WriteCheckpointFile(Name(o.dir, rank, 2, seq, round), img).ok());
   };
-  // Server 0 wrote cuts 1..3, server 1 died before writing 3.
+  // Server 0 wrote cuts 10, 20, 30; server 1, which wrote one more
+  // checkpoint earlier on (so its sequences are one ahead), died before 30.
   for (uint64_t s = 1; s <= 3; ++s) write(0, s, s * 10);
-  for (uint64_t s = 1; s <= 2; ++s) write(1, s, s * 10);
+  write(1, 1, 5);
+  for (uint64_t s = 2; s <= 3; ++s) write(1, s, (s - 1) * 10);
   {
     Checkpointer c(o, 0, 2, [] { return CheckpointImage(); });
     auto img = c.LoadLatest();
@@ -193,7 +198,8 @@ TEST_CASE("a restarted server resumes from the newest cut every server of the ti
     Checkpointer c(o, 1, 2, [] { return CheckpointImage(); });
     auto img = c.LoadLatest();
     REQUIRE(img.ok());
-    REQUIRE((*img)->sequence == 2);
+    REQUIRE((*img)->sequence == 3);
+    REQUIRE((*img)->round == 20);
   }
   // A tier of another size finds files it cannot use and says so.
   {
@@ -204,14 +210,12 @@ TEST_CASE("a restarted server resumes from the newest cut every server of the ti
     REQUIRE(absl::StrContains(img.status().message(), "GEOPS_CHECKPOINT_DIR"));
   }
   // A file renamed to another server's name is caught by its header.
-  std::rename(absl::StrFormat("%s/server-1-of-2.%08d.ckpt", o.dir, 2).c_str(),
-              absl::StrFormat("%s/server-1-of-2.%08d.ckpt", o.dir, 9).c_str());
-  write(0, 9, 90);
   {
     CheckpointImage wrong = Sample(0, 2);
     wrong.sequence = 9;
-    REQUIRE(WriteCheckpointFile(absl::StrFormat("%s/server-1-of-2.%08d.ckpt", o.dir, 9), wrong)
-                .ok());
+    wrong.round = 90;
+    REQUIRE(WriteCheckpointFile(Name(o.dir, 1, 2, 9, 90), wrong).ok());
+    write(0, 9, 90);
     Checkpointer c(o, 1, 2, [] { return CheckpointImage(); });
     auto img = c.LoadLatest();
     REQUIRE(img.status().code() == absl::StatusCode::kInvalidArgument);
@@ -241,7 +245,7 @@ TEST_CASE("the checkpointer numbers its files after the one it resumed from and 
     REQUIRE(f.cp.stats().bytes > 0);
   }
   auto has = [&](int seq) {
-    return access(absl::StrFormat("%s/server-0-of-1.%08d.ckpt", o.dir, seq).c_str(), F_OK) == 0;
+    return access(Name(o.dir, 0, 1, seq, seq <= 4 ? 40 : 80).c_str(), F_OK) == 0;
   };
   REQUIRE(!has(1));
   REQUIRE(!has(2));
@@ -255,7 +259,7 @@ TEST_CASE("the checkpointer numbers its files after the one it resumed from and 
   REQUIRE(again.cp.Final().ok());
   REQUIRE(has(5));
   // Base round: the resumed image's (40) plus this run's (the fixture's 40).
-  auto last = ReadCheckpointFile(absl::StrFormat("%s/server-0-of-1.%08d.ckpt", o.dir, 5));
+  auto last = ReadCheckpointFile(Name(o.dir, 0, 1, 5, 80));
   REQUIRE(last.ok());
   REQUIRE(last->round == 80);
 }
@@ -343,8 +347,7 @@ TEST_CASE("a job started on a finished job's checkpoints continues its model exa
   // Both servers wrote a last checkpoint, numbered after the first job's.
   std::string listing;
   for (int rank = 0; rank < 2; ++rank) {
-    REQUIRE(access(absl::StrFormat("%s/server-%d-of-2.%08d.ckpt", dir, rank, 2).c_str(), F_OK) ==
-            0);
+    REQUIRE(access(Name(dir, rank, 2, 2, 30).c_str(), F_OK) == 0);
   }
 }
 

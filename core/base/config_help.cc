@@ -180,11 +180,11 @@ Security
 Durable state (global servers, or a single tier's servers)
   GEOPS_CHECKPOINT_DIR      write checkpoints here: every key's latest value
                             and the update rule, one file per server
-                            (server-R-of-N.SEQ.ckpt), written to a temporary
+                            (server-R-of-N.SEQ.rROUND.ckpt), written to a temporary
                             name, fsynced and renamed. A server started with a
                             directory that holds checkpoints resumes from the
-                            newest (the newest all servers have, when they
-                            share it): workers pull the checkpoint's model as
+                            newest (the newest round all servers have, when
+                            they share it): workers pull the checkpoint's model as
                             round 0 and the master worker's initial values
                             are ignored. A torn or foreign file, or files of a
                             tier with another number of servers, stop the
@@ -194,7 +194,7 @@ Durable state (global servers, or a single tier's servers)
   GEOPS_CHECKPOINT_SECONDS  a checkpoint every S seconds (default 300 when
                             GEOPS_CHECKPOINT_DIR is set and neither cadence
                             is). Either way a last one when the job ends.
-  GEOPS_CHECKPOINT_KEEP     files kept per server (default 2).
+  GEOPS_CHECKPOINT_KEEP     files kept per server (default 3).
 
 Limits
   GEOPS_MAX_MESSAGE_MB      largest frame (one key's value) a tcp peer may send,

@@ -45,6 +45,6 @@ inline constexpr int kHfaK2 = 10;
 // checkpoint every this long (GEOPS_CHECKPOINT_SECONDS); files kept per
 // server (GEOPS_CHECKPOINT_KEEP).
 inline constexpr absl::Duration kCheckpointEvery = absl::Seconds(300);
-inline constexpr int kCheckpointKeep = 2;
+inline constexpr int kCheckpointKeep = 3;
 
 }  // namespace geops::defaults

@@ -18,16 +18,20 @@
 namespace geops {
 namespace {
 
-// "server-R-of-N.SEQUENCE.ckpt" -> (R, N, SEQUENCE).
-bool ParseName(const std::string& name, uint32_t* rank, uint32_t* of, uint64_t* seq) {
+// "server-R-of-N.SEQUENCE.rROUND.ckpt" -> (R, N, SEQUENCE, ROUND).
+bool ParseName(const std::string& name, uint32_t* rank, uint32_t* of, uint64_t* seq,
+               uint64_t* round) {
   unsigned r = 0, n = 0;
-  unsigned long long s = 0;
+  unsigned long long s = 0, rd = 0;
   int used = 0;
-  if (std::sscanf(name.c_str(), "server-%u-of-%u.%llu.ckpt%n", &r, &n, &s, &used) != 3) return false;
+  if (std::sscanf(name.c_str(), "server-%u-of-%u.%llu.r%llu.ckpt%n", &r, &n, &s, &rd, &used) != 4) {
+    return false;
+  }
   if (static_cast<size_t>(used) != name.size()) return false;
   *rank = r;
   *of = n;
   *seq = s;
+  *round = rd;
   return true;
 }
 
@@ -56,28 +60,28 @@ Checkpointer::~Checkpointer() {
   if (writer_.joinable()) writer_.join();
 }
 
-std::string Checkpointer::PathOf(uint32_t rank, uint64_t sequence) const {
-  return absl::StrFormat("%s/server-%d-of-%d.%08d.ckpt", options_.dir, rank, num_servers_,
-                         sequence);
+std::string Checkpointer::PathOf(uint32_t rank, uint64_t sequence, uint64_t round) const {
+  return absl::StrFormat("%s/server-%d-of-%d.%08d.r%d.ckpt", options_.dir, rank, num_servers_,
+                         sequence, round);
 }
 
-absl::StatusOr<std::map<uint32_t, std::map<uint64_t, std::string>>> Checkpointer::List() const {
+absl::StatusOr<Checkpointer::Files> Checkpointer::List() const {
   DIR* d = ::opendir(options_.dir.c_str());
   if (d == nullptr) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "GEOPS_CHECKPOINT_DIR=\"%s\": cannot read it: %s", options_.dir, std::strerror(errno)));
   }
-  std::map<uint32_t, std::map<uint64_t, std::string>> mine;
+  Files mine;
   std::set<uint32_t> other_sizes;
   while (dirent* e = ::readdir(d)) {
     uint32_t r = 0, n = 0;
-    uint64_t s = 0;
-    if (!ParseName(e->d_name, &r, &n, &s)) continue;
+    uint64_t s = 0, round = 0;
+    if (!ParseName(e->d_name, &r, &n, &s, &round)) continue;
     if (n != num_servers_) {
       other_sizes.insert(n);
       continue;
     }
-    mine[r][s] = absl::StrCat(options_.dir, "/", e->d_name);
+    mine[r][s] = {absl::StrCat(options_.dir, "/", e->d_name), round};
   }
   ::closedir(d);
   if (mine.empty() && !other_sizes.empty()) {
@@ -105,13 +109,19 @@ absl::StatusOr<std::optional<CheckpointImage>> Checkpointer::LoadLatest() {
     }
     return std::optional<CheckpointImage>();
   }
-  // With every server's files here, the newest cut that all of them wrote.
+  // With every server's files here, the newest cut (by round: a server
+  // killed mid-run may have written one checkpoint fewer, so sequences
+  // differ) that all of them wrote.
   uint64_t pick = own->second.rbegin()->first;
   if (files->size() == num_servers_) {
     std::optional<uint64_t> common;
     for (auto it = own->second.rbegin(); it != own->second.rend() && !common; ++it) {
       bool everyone = true;
-      for (const auto& [r, seqs] : *files) everyone &= seqs.count(it->first) > 0;
+      for (const auto& [r, seqs] : *files) {
+        bool has = false;
+        for (const auto& [seq, f] : seqs) has |= f.round == it->second.round;
+        everyone &= has;
+      }
       if (everyone) common = it->first;
     }
     if (common) {
@@ -122,7 +132,7 @@ absl::StatusOr<std::optional<CheckpointImage>> Checkpointer::LoadLatest() {
                 options_.dir, rank_);
     }
   }
-  const std::string& path = own->second.at(pick);
+  const std::string& path = own->second.at(pick).path;
   absl::Time t0 = absl::Now();
   auto img = ReadCheckpointFile(path);
   if (!img.ok()) return img.status();
@@ -220,7 +230,7 @@ absl::Status Checkpointer::WriteOne(CheckpointImage image, absl::Duration pause)
   image.sequence = seq;
   image.round += base_round_;
   image.written = absl::Now();
-  const std::string path = PathOf(rank_, seq);
+  const std::string path = PathOf(rank_, seq, image.round);
   absl::Time t0 = absl::Now();
   auto bytes = WriteCheckpointFile(path, image);
   const absl::Duration took = absl::Now() - t0;
@@ -250,8 +260,8 @@ void Checkpointer::Prune() {
   if (own == files->end()) return;
   int excess = static_cast<int>(own->second.size()) - std::max(1, options_.keep);
   for (auto it = own->second.begin(); excess > 0 && it != own->second.end(); ++it, --excess) {
-    if (::unlink(it->second.c_str()) != 0) {
-      log::Warn("checkpoint: cannot remove %s: %s", it->second, std::strerror(errno));
+    if (::unlink(it->second.path.c_str()) != 0) {
+      log::Warn("checkpoint: cannot remove %s: %s", it->second.path, std::strerror(errno));
     }
   }
 }

@@ -10,11 +10,11 @@
 // it (checkpoint_file.h) while aggregation goes on. When the disk is slower
 // than the cadence the newest image replaces one still waiting.
 //
-// Files: DIR/server-R-of-N.SEQUENCE.ckpt, the newest `keep` of each server.
-// A restarted server (same rank, same number of servers) resumes from its
-// newest; when the directory is shared by every server of the tier, from
-// the newest sequence that all of them have, so that the model's parts come
-// from the same cut.
+// Files: DIR/server-R-of-N.SEQUENCE.rROUND.ckpt, the newest `keep` of each
+// server. A restarted server (same rank, same number of servers) resumes
+// from its newest; when the directory is shared by every server of the
+// tier, from its newest whose round every server has a file of, so that
+// the model's parts come from the same cut.
 #pragma once
 
 #include <condition_variable>
@@ -37,7 +37,7 @@ struct CheckpointOptions {
   std::string dir;                              // empty: no checkpoints
   uint64_t every_rounds = 0;                    // 0: not by rounds
   absl::Duration every = absl::ZeroDuration();  // zero: not by time
-  int keep = 2;                                 // files kept per server
+  int keep = 3;                                 // files kept per server
 };
 
 struct CheckpointStats {
@@ -84,9 +84,14 @@ class Checkpointer {
   uint64_t base_round() const { return base_round_; }
 
  private:
-  std::string PathOf(uint32_t rank, uint64_t sequence) const;
-  // This tier's files in the directory: rank -> sequences (ascending).
-  absl::StatusOr<std::map<uint32_t, std::map<uint64_t, std::string>>> List() const;
+  std::string PathOf(uint32_t rank, uint64_t sequence, uint64_t round) const;
+  struct File {
+    std::string path;
+    uint64_t round = 0;  // the cut's, from the name (the header has it too)
+  };
+  // This tier's files in the directory: rank -> sequence (ascending) -> file.
+  using Files = std::map<uint32_t, std::map<uint64_t, File>>;
+  absl::StatusOr<Files> List() const;
   void WriterLoop();
   // Writes one image (numbered here); logs its cost.
   absl::Status WriteOne(CheckpointImage image, absl::Duration pause);
