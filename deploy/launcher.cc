@@ -382,7 +382,16 @@ std::vector<Attempt> Supervise(const std::vector<ProcessSpec>& plan, const RunOp
       }
     }
     attempts.push_back(std::move(a));
-    if (!attempts.back().failed || k >= restarts || Cluster::StopRequested()) return attempts;
+    if (!attempts.back().failed || k >= restarts || Cluster::StopRequested()) {
+      // A fault that never fired did not test anything: say so.
+      for (const Fault& f : o.faults) {
+        std::printf("geops-launch: fault %s@%d never fired: no process printed \"round %d/\" "
+                    "(the built-in trainer prints it; --train and --worker-cmd do not)\n",
+                    f.process.c_str(), f.after_round, f.after_round);
+      }
+      std::fflush(stdout);
+      return attempts;
+    }
     for (const auto& r : attempts.back().results) {
       // Those the launcher stopped (SIGTERM) only followed the failure.
       if (r.exit_code == 0 || r.signal == SIGTERM || (r.exit_code < 0 && r.signal == 0)) continue;
